@@ -1,0 +1,18 @@
+{# Date helpers that stay portable across DuckDB, PostgreSQL and Spark. #}
+
+{% macro add_days(date_expr, days) -%}
+    cast({{ dbt.dateadd('day', days, date_expr) }} as date)
+{%- endmacro %}
+
+{% macro period_start(grain, date_expr) -%}
+    cast({{ dbt.date_trunc(grain, date_expr) }} as date)
+{%- endmacro %}
+
+{% macro next_period_start(grain, period_start_expr) -%}
+    cast({{ dbt.dateadd(grain, 1, period_start_expr) }} as date)
+{%- endmacro %}
+
+{# The run's as-of date: the `as_of` var, else the newest valid order's date. #}
+{% macro as_of_date_literal() -%}
+    {%- if var('as_of') -%} cast('{{ var("as_of") }}' as date) {%- else -%} null {%- endif -%}
+{%- endmacro %}

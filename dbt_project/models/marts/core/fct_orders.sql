@@ -1,0 +1,52 @@
+-- One row per valid order (a purchase) on or before the as-of date.
+with
+
+orders as (
+
+    select * from {{ ref('int_orders__classified') }}
+
+),
+
+as_of as (
+
+    select * from {{ ref('int_run__as_of') }}
+
+),
+
+purchases as (
+
+    select orders.*
+    from orders
+    cross join as_of
+    where orders.is_valid and orders.order_date <= as_of.as_of_date
+
+),
+
+final as (
+
+    select
+        order_id,
+        customer_id,
+        ordered_at,
+        order_date,
+        order_status,
+        currency,
+        gross_amount,
+        refunded_amount,
+        net_amount,
+        channel,
+        line_count,
+        row_number() over (
+            partition by customer_id order by ordered_at, order_id
+        ) as customer_order_number,
+        load_id,
+        source,
+        source_row
+    from purchases
+
+)
+
+select
+    final.*,
+    customer_order_number = 1 as is_first_order
+from final

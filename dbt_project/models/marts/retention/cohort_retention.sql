@@ -1,0 +1,115 @@
+-- One row per grain, cohort period and period number up to the as-of date, zero-filled.
+with
+
+activity as (
+
+    select * from {{ ref('int_customers__period_activity') }}
+
+),
+
+calendar as (
+
+    select * from {{ ref('int_calendar__periods') }}
+
+),
+
+cohort_activity as (
+
+    select
+        grain,
+        cohort_start,
+        period_start,
+        count(*) as active_customers,
+        sum(net_revenue) as net_revenue
+    from activity
+    where grain in ('day', 'week', 'month', 'quarter')
+    group by grain, cohort_start, period_start
+
+),
+
+cohort_sizes as (
+
+    select
+        grain,
+        cohort_start,
+        active_customers as cohort_customers
+    from cohort_activity
+    where cohort_start = period_start
+
+),
+
+cells as (
+
+    select
+        cohort_sizes.grain,
+        cohort_sizes.cohort_start,
+        cohort_sizes.cohort_customers,
+        period_calendar.period_start,
+        period_calendar.period_index - cohort_calendar.period_index as period_number,
+        period_calendar.is_complete
+    from cohort_sizes
+    inner join calendar as cohort_calendar
+        on
+            cohort_sizes.grain = cohort_calendar.grain
+            and cohort_sizes.cohort_start = cohort_calendar.period_start
+    inner join calendar as period_calendar
+        on
+            cohort_sizes.grain = period_calendar.grain
+            and period_calendar.period_start >= cohort_sizes.cohort_start
+
+),
+
+filled as (
+
+    select
+        cells.grain,
+        cells.cohort_start,
+        cells.period_number,
+        cells.period_start,
+        cells.cohort_customers,
+        coalesce(cohort_activity.active_customers, 0) as active_customers,
+        coalesce(cohort_activity.net_revenue, 0) as net_revenue,
+        cells.is_complete
+    from cells
+    left join cohort_activity
+        on
+            cells.grain = cohort_activity.grain
+            and cells.cohort_start = cohort_activity.cohort_start
+            and cells.period_start = cohort_activity.period_start
+
+),
+
+final as (
+
+    select
+        grain,
+        cohort_start,
+        period_number,
+        period_start,
+        cohort_customers,
+        active_customers,
+        {{ ratio('active_customers', 'cohort_customers') }} as retention_rate,
+        net_revenue,
+        sum(net_revenue) over (
+            partition by grain, cohort_start
+            order by period_number
+            rows unbounded preceding
+        ) as cumulative_net_revenue,
+        is_complete
+    from filled
+
+)
+
+select
+    grain,
+    cohort_start,
+    period_number,
+    period_start,
+    cohort_customers,
+    active_customers,
+    retention_rate,
+    net_revenue,
+    cumulative_net_revenue,
+    {{ ratio('cumulative_net_revenue', 'cohort_customers') }} as cumulative_revenue_per_customer,
+    is_complete
+from final

@@ -1,0 +1,26 @@
+{{ config(materialized='view') }}
+-- One row per grain and cohort: retention rate by period number as columns, for heatmaps.
+with
+
+cohort_retention as (
+
+    select * from {{ ref('cohort_retention') }}
+
+),
+
+final as (
+
+    select
+        grain,
+        cohort_start,
+        max(cohort_customers) as cohort_customers,
+        {% for period in range(var('cohort_wide_periods') | int + 1) %}
+        max(case when period_number = {{ period }} then retention_rate end)
+            as period_{{ period }}{{ "," if not loop.last }}
+        {% endfor %}
+    from cohort_retention
+    group by grain, cohort_start
+
+)
+
+select * from final

@@ -1,0 +1,1 @@
+"""retention_pipeline: customer-retention analytics on Dagster, dbt and DuckDB."""

@@ -1,0 +1,1 @@
+"""Automation: the job every trigger runs, the nightly schedule."""

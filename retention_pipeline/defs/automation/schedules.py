@@ -1,0 +1,41 @@
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from retention_pipeline.lib.settings import active_config, daily_partitions
+
+NIGHTLY_JOB = "retention_nightly"
+
+retention_job = dg.define_asset_job(
+    NIGHTLY_JOB,
+    selection=dg.AssetSelection.all(),
+    partitions_def=daily_partitions(),
+    description="Loads the partitions' orders and rebuilds every table downstream.",
+)
+
+
+def _nightly_cron() -> str:
+    hour, minute = active_config().schedule.time.split(":")
+    return f"{int(minute)} {int(hour)} * * *"
+
+
+@dg.schedule(
+    job=retention_job,
+    cron_schedule=_nightly_cron(),
+    execution_timezone=active_config().schedule_timezone,
+    description="Every night: yesterday's partition (reporting timezone) and all downstream.",
+)
+def nightly_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    config = active_config()
+    scheduled = context.scheduled_execution_time.astimezone(ZoneInfo(config.reporting_timezone))
+    yesterday = (scheduled - timedelta(days=1)).date().isoformat()
+    return dg.RunRequest(
+        partition_key=yesterday,
+        run_config={
+            "ops": {
+                "raw_orders": {"config": {"lookback_days": config.schedule.lookback_days}},
+                "retention_dbt_models": {"config": {"as_of": yesterday}},
+            }
+        },
+    )

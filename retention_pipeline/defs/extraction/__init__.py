@@ -1,0 +1,1 @@
+"""Extraction: source files into the warehouse's raw layer, with quarantine and audit."""

@@ -1,0 +1,1 @@
+"""Transformation: the dbt project, wired into Dagster in this one place."""

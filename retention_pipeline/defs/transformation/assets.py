@@ -1,0 +1,54 @@
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from retention_pipeline.lib.settings import (
+    DBT_PROJECT_DIR,
+    WAREHOUSE_POOL,
+    active_config,
+    daily_partitions,
+)
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+
+
+class RetentionTranslator(DagsterDbtTranslator):
+    """Marts keep their bare names as asset keys (BI reads them by name); the dbt folder
+    (staging, intermediate, core, retention, audit) becomes the asset group."""
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        fqn = dbt_resource_props.get("fqn", [])
+        return fqn[-2] if len(fqn) > 2 else "dbt"
+
+
+class DbtBuildConfig(dg.Config):
+    as_of: str | None = None
+    """Last complete day (YYYY-MM-DD); empty derives it from the newest valid order."""
+
+
+def dbt_vars(as_of: str | None) -> dict[str, Any]:
+    config = active_config()
+    return {
+        "as_of": as_of,
+        "active_window_days": config.active_window_days,
+        "excluded_statuses": list(config.excluded_statuses),
+    }
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=RetentionTranslator(),
+    partitions_def=daily_partitions(),
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=WAREHOUSE_POOL,
+)
+def retention_dbt_models(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig
+):
+    """Builds and tests every dbt model on the warehouse as of the run's as-of date."""
+    args = ["build", "--vars", json.dumps(dbt_vars(config.as_of))]
+    yield from dbt.cli(args, context=context).stream()

@@ -1,0 +1,1 @@
+"""Code shared by the Dagster domains and the command line."""

@@ -1,0 +1,231 @@
+"""The pipeline's YAML configuration: one file, validated at start, paths relative to it."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from datetime import date
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_ENV_VAR = "RETENTION_PIPELINE_CONFIG"
+
+ORDER_COLUMNS = (
+    "order_id",
+    "customer_id",
+    "ordered_at",
+    "amount",
+    "status",
+    "refunded_amount",
+    "currency",
+    "updated_at",
+    "customer_email",
+    "channel",
+)
+LINE_COLUMNS = ("quantity", "unit_price", "line_amount")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded for the person who edits the YAML file."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    type: Literal["file", "postgres", "mysql", "sqlite"] = "file"
+    name: str = "orders"
+    path: str | None = None
+    format: Literal["csv", "parquet", "ndjson"] | None = None
+    delimiter: str = ","
+    has_header: bool = True
+    quote_char: str | None = '"'
+    timestamp_format: str | None = None
+    timezone: str | None = None
+    line_items: bool = False
+    generate_order_id: bool = False
+    columns: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError("must be letters, digits and underscores, starting with a letter")
+        return value
+
+    @model_validator(mode="after")
+    def _mapping_is_complete(self) -> SourceConfig:
+        known = set(ORDER_COLUMNS) | (set(LINE_COLUMNS) if self.line_items else set())
+        unknown = sorted(set(self.columns) - known)
+        if unknown:
+            raise ValueError(
+                f"columns maps unknown field(s) {unknown}; the fields are {sorted(known)}"
+            )
+        required = ["customer_id", "ordered_at"]
+        if not self.generate_order_id:
+            required.insert(0, "order_id")
+        if self.line_items:
+            if "line_amount" not in self.columns and not {"quantity", "unit_price"} <= set(
+                self.columns
+            ):
+                raise ValueError(
+                    "line_items: true needs columns.line_amount, or columns.quantity and "
+                    "columns.unit_price, mapped to the export's line columns"
+                )
+        else:
+            required.append("amount")
+        missing = [c for c in required if c not in self.columns]
+        if missing:
+            raise ValueError(
+                f"columns has no mapping for required field(s) {missing}: add "
+                + ", ".join(f"'{c}: <source column>'" for c in missing)
+            )
+        if self.type == "file" and not self.path:
+            raise ValueError("a file source needs 'path' (a file or a glob such as orders/*.csv)")
+        return self
+
+
+class WarehouseConfig(_Strict):
+    type: Literal["duckdb", "postgres"] = "duckdb"
+    path: str = "warehouse.duckdb"
+    url_env: str | None = None
+    schema_name: str = Field("retention", alias="schema")
+
+
+class ScheduleConfig(_Strict):
+    time: str = "02:00"
+    timezone: str | None = None
+    partitions_start: date = date(2000, 1, 1)
+    lookback_days: int = Field(7, ge=0)
+
+    @field_validator("time")
+    @classmethod
+    def _is_clock_time(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            raise ValueError("must be a 24-hour clock time such as '02:30'")
+        return value
+
+
+class ClvConfig(_Strict):
+    model: Literal["bg_nbd", "pareto_nbd"] = "bg_nbd"
+    time_unit: Literal["day", "week"] = "week"
+    horizon_months: int = Field(12, gt=0)
+    annual_discount_rate: float = Field(0.10, ge=0)
+
+
+class PipelineConfig(_Strict):
+    source: SourceConfig
+    warehouse: WarehouseConfig = WarehouseConfig()
+    reporting_timezone: str = "UTC"
+    reporting_currency: str = "USD"
+    active_window_days: int = Field(90, gt=0)
+    excluded_statuses: tuple[str, ...] = (
+        "cancelled",
+        "canceled",
+        "failed",
+        "voided",
+        "fraud",
+        "test",
+    )
+    future_tolerance_hours: float = Field(24, ge=0)
+    schedule: ScheduleConfig = ScheduleConfig()
+    clv: ClvConfig = ClvConfig()
+    # Directory of the YAML file; relative paths in it resolve against this.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("reporting_timezone")
+    @classmethod
+    def _is_timezone(cls, value: str) -> str:
+        return _check_timezone(value)
+
+    @field_validator("reporting_currency")
+    @classmethod
+    def _is_currency_code(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Z]{3}", value):
+            raise ValueError("must be an ISO 4217 code such as USD or EUR")
+        return value
+
+    @field_validator("excluded_statuses")
+    @classmethod
+    def _lowercase(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(s.strip().lower() for s in value)
+
+    @property
+    def source_timezone(self) -> str:
+        return self.source.timezone or self.reporting_timezone
+
+    @property
+    def schedule_timezone(self) -> str:
+        return self.schedule.timezone or self.reporting_timezone
+
+    def resolve(self, relative: str) -> Path:
+        path = Path(relative)
+        return path if path.is_absolute() else self.base_dir / path
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.resolve(self.warehouse.path)
+
+    def source_files(self) -> list[Path]:
+        """The files the source glob matches, sorted so that later files win ties."""
+        pattern = str(self.resolve(self.source.path or ""))
+        files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        if not files:
+            raise ConfigError(
+                f"source.path: '{self.source.path}' matches no file (looked for {pattern}); "
+                "fix the path or glob, which is relative to the config file"
+            )
+        return files
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"'{value}' is not an IANA time zone such as UTC or Europe/Berlin")
+    return value
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key; remove it or check its spelling against the README"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing; add it"
+    return f"{key}: {message}"
+
+
+def parse_config(raw: dict, base_dir: Path) -> PipelineConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("the configuration must be a YAML mapping of keys to values")
+    try:
+        config = PipelineConfig.model_validate({**raw, "base_dir": base_dir})
+    except ValidationError as exc:
+        lines = "\n".join(f"  - {_describe(e)}" for e in exc.errors())
+        raise ConfigError(f"invalid configuration:\n{lines}") from None
+    if config.schedule.timezone:
+        _check_timezone(config.schedule.timezone)
+    return config
+
+
+def load_config(path: str | os.PathLike) -> PipelineConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    with path.open() as handle:
+        try:
+            raw = yaml.safe_load(handle)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    try:
+        return parse_config(raw, path.resolve().parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,238 @@
+"""The raw layer of the DuckDB warehouse: landed orders, quarantined rows and load audits.
+
+dbt reads these three tables as sources. A load replaces its window in one transaction,
+so a crash leaves the previous state and running a load twice equals running it once.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from retention_pipeline.lib.config import ConfigError
+from retention_pipeline.lib.quarantine import LoadBatch, LoadWindow
+
+RAW_SCHEMA = "raw"
+PII_KEY_ENV = "RETENTION_PII_KEY"
+
+DDL = f"""
+create schema if not exists {RAW_SCHEMA};
+create table if not exists {RAW_SCHEMA}.orders (
+    load_id varchar not null,
+    load_sequence bigint not null,
+    source varchar not null,
+    source_row varchar not null,
+    order_id varchar not null,
+    customer_id varchar not null,
+    ordered_at timestamp not null,
+    order_date date not null,
+    updated_at timestamp,
+    amount double not null,
+    refunded_amount double,
+    currency varchar not null,
+    status varchar,
+    channel varchar,
+    customer_email_hash varchar,
+    line_count integer not null,
+    loaded_at timestamp not null
+);
+create table if not exists {RAW_SCHEMA}.rejected_orders (
+    load_id varchar not null,
+    source varchar not null,
+    source_row varchar not null,
+    raw_record varchar,
+    reason_code varchar not null,
+    reason varchar not null,
+    order_id varchar,
+    order_date date,
+    rejected_at timestamp not null
+);
+create table if not exists {RAW_SCHEMA}.load_audit (
+    load_id varchar not null,
+    load_sequence bigint not null,
+    source varchar not null,
+    window_first date,
+    window_last date not null,
+    started_at timestamp not null,
+    finished_at timestamp,
+    rows_read bigint,
+    rows_loaded bigint,
+    rows_rejected bigint,
+    rows_deduplicated bigint,
+    status varchar not null,
+    error varchar
+);
+"""
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    load_id: str
+    rows_read: int
+    rows_loaded: int
+    rows_rejected: int
+    rows_deduplicated: int
+
+    @property
+    def balanced(self) -> bool:
+        return self.rows_read == self.rows_loaded + self.rows_rejected + self.rows_deduplicated
+
+
+@contextmanager
+def connect(path: Path, read_only: bool = False):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def _email_hash_sql(column: str) -> str:
+    """HMAC-SHA256 of the email in SQL, so clear emails never reach a table."""
+    key = os.environ.get(PII_KEY_ENV)
+    if not key:
+        raise ConfigError(
+            f"source.columns maps customer_email but {PII_KEY_ENV} is not set: export a secret "
+            "key in that environment variable (emails are stored only as its HMAC-SHA256)"
+        )
+    block = key.encode().ljust(64, b"\0") if len(key) <= 64 else key.encode()
+    inner = bytes(b ^ 0x36 for b in block).hex()
+    outer = bytes(b ^ 0x5C for b in block).hex()
+    return f"sha256(unhex('{outer}') || unhex(sha256(unhex('{inner}') || encode({column}))))"
+
+
+def write_load(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    window: LoadWindow,
+    batch: LoadBatch,
+    started_at: datetime,
+    hash_emails: bool,
+) -> LoadResult:
+    """Replaces the window's rows of `source` with the batch, and records the load, atomically."""
+    con.execute(DDL)
+    load_id = uuid.uuid4().hex
+    orders = batch.orders  # noqa: F841  (read by DuckDB's replacement scan below)
+    rejected = batch.rejected  # noqa: F841
+    email = _email_hash_sql("orders.customer_email") if hash_emails else "null"
+    first = "null" if window.first is None else f"date '{window.first.isoformat()}'"
+    in_window = f"order_date <= date '{window.last.isoformat()}'" + (
+        "" if window.first is None else f" and order_date >= {first}"
+    )
+    con.execute("begin transaction")
+    try:
+        sequence = con.execute(
+            f"select coalesce(max(load_sequence), 0) + 1 from {RAW_SCHEMA}.load_audit"
+        ).fetchone()[0]
+        con.execute(
+            f"delete from {RAW_SCHEMA}.orders where source = $source and ({in_window} "
+            "or order_id in (select order_id from orders))",
+            {"source": source},
+        )
+        con.execute(
+            f"delete from {RAW_SCHEMA}.rejected_orders where source = $source and "
+            f"({in_window} or order_date is null "
+            "or order_id in (select order_id from orders) "
+            "or order_id in (select order_id from rejected where order_id is not null))",
+            {"source": source},
+        )
+        now = datetime.now(UTC).replace(tzinfo=None)
+        con.execute(
+            f"""
+            insert into {RAW_SCHEMA}.orders
+            select $load_id, $sequence, $source, source_row, order_id, customer_id, ordered_at,
+                order_date, updated_at, amount, refunded_amount, currency, status, channel,
+                {email}, line_count, $now
+            from orders
+            """,
+            {"load_id": load_id, "sequence": sequence, "source": source, "now": now},
+        )
+        con.execute(
+            f"""
+            insert into {RAW_SCHEMA}.rejected_orders
+            select $load_id, $source, source_row, raw_record, reason_code, reason, order_id,
+                order_date, $now
+            from rejected
+            """,
+            {"load_id": load_id, "source": source, "now": now},
+        )
+        loaded, rejected_count = con.execute(
+            f"""
+            select
+                (select coalesce(sum(line_count), 0) from {RAW_SCHEMA}.orders
+                 where load_id = $load_id),
+                (select count(*) from {RAW_SCHEMA}.rejected_orders where load_id = $load_id)
+            """,
+            {"load_id": load_id},
+        ).fetchone()
+        result = LoadResult(
+            load_id, batch.rows_read, int(loaded), int(rejected_count), batch.rows_deduplicated
+        )
+        con.execute(
+            f"""
+            insert into {RAW_SCHEMA}.load_audit values (
+                $load_id, $sequence, $source, {first}, $last, $started_at, $finished_at,
+                $read, $loaded, $rejected, $deduplicated, 'succeeded', null)
+            """,
+            {
+                "load_id": load_id,
+                "sequence": sequence,
+                "source": source,
+                "last": window.last,
+                "started_at": started_at.astimezone(UTC).replace(tzinfo=None),
+                "finished_at": datetime.now(UTC).replace(tzinfo=None),
+                "read": result.rows_read,
+                "loaded": result.rows_loaded,
+                "rejected": result.rows_rejected,
+                "deduplicated": result.rows_deduplicated,
+            },
+        )
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return result
+
+
+def record_failed_load(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    window: LoadWindow,
+    started_at: datetime,
+    error: str,
+) -> None:
+    con.execute(DDL)
+    con.execute(
+        f"""
+        insert into {RAW_SCHEMA}.load_audit (load_id, load_sequence, source, window_first,
+            window_last, started_at, finished_at, status, error)
+        select $load_id, coalesce(max(load_sequence), 0) + 1, $source, $first, $last,
+            $started_at, $finished_at, 'failed', $error
+        from {RAW_SCHEMA}.load_audit
+        """,
+        {
+            "load_id": uuid.uuid4().hex,
+            "source": source,
+            "first": window.first,
+            "last": window.last,
+            "started_at": started_at.astimezone(UTC).replace(tzinfo=None),
+            "finished_at": datetime.now(UTC).replace(tzinfo=None),
+            "error": error,
+        },
+    )
+
+
+def latest_load(con: duckdb.DuckDBPyConnection, source: str) -> pl.DataFrame:
+    return con.execute(
+        f"select * from {RAW_SCHEMA}.load_audit where source = $source "
+        "order by load_sequence desc limit 1",
+        {"source": source},
+    ).pl()
