@@ -11,6 +11,7 @@ from retention_pipeline.lib.config import ConfigError
 from retention_pipeline.lib.settings import DEMO_CONFIG, PROJECT_ROOT
 
 DEMO_DATA = PROJECT_ROOT / "data" / "demo" / "orders.csv.gz"
+DEMO_HEATMAP = PROJECT_ROOT / "data" / "cohort_retention_heatmap.png"
 DEMO_CUSTOMERS = 5_000
 DEMO_SEED = 42
 
@@ -42,7 +43,14 @@ def _demo(args: argparse.Namespace) -> int:
     orders = generate_orders(customers=DEMO_CUSTOMERS, seed=DEMO_SEED)
     write_orders(orders, DEMO_DATA)
     print(f"sample data: {orders.height:,} orders in {DEMO_DATA.relative_to(PROJECT_ROOT)}")
-    return _run(DEMO_CONFIG, None)
+    status = _run(DEMO_CONFIG, None)
+    if status == 0:
+        from retention_pipeline.lib.charts import cohort_heatmap
+        from retention_pipeline.lib.settings import active_config
+
+        heatmap = cohort_heatmap(active_config().warehouse_path, DEMO_HEATMAP)
+        print(f"cohort heatmap: {heatmap.relative_to(PROJECT_ROOT)}")
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -233,8 +233,13 @@ def _number(name: str) -> pl.Expr:
 
 
 def _timestamp(name: str) -> pl.Expr:
-    """A raw "YYYY-MM-DD HH:MM:SS" column as a naive datetime; null when missing or garbage."""
-    return _text(name).str.to_datetime(RAW_TIMESTAMP_FORMAT, strict=False)
+    """A raw "YYYY-MM-DD HH:MM:SS" column (fractional seconds allowed) as a naive datetime;
+    null when missing or garbage."""
+    value = _text(name)
+    return pl.coalesce(
+        value.str.to_datetime(RAW_TIMESTAMP_FORMAT, time_unit="us", strict=False),
+        value.str.to_datetime(RAW_TIMESTAMP_FORMAT + "%.f", time_unit="us", strict=False),
+    )
 
 
 def _localize(naive: pl.Expr, time_zone: str) -> pl.Expr:

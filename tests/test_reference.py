@@ -404,6 +404,8 @@ def test_valid_orders_from_raw():
             ("O18", "c18", "2024-02-01 00:00:00", " 8 ", None, None, "", None),  # defaults
             ("O19", "c19", t, "0", "completed", None, "USD", None),  # net 0
             ("O20", "c20", "2099-01-01 00:00:00", "5.00", "completed", None, "USD", None),
+            ("O21", "c21", t, "9.00", "completed", None, "USD", "2024-01-06 12:00:00.5"),
+            ("O21", "c21", t, "8.00", "completed", None, "USD", "2024-01-06 12:00:00"),  # older
         ]
     )
     got = ref.valid_orders_from_raw(raw, as_of=D("2024-12-31"))
@@ -413,6 +415,7 @@ def test_valid_orders_from_raw():
         ("c17", "O17", D("2024-01-05"), 12.0),  # newer row quarantined: older version stays
         ("c18", "O18", D("2024-02-01"), 8.0),  # no status, no currency
         ("c2", "O2", D("2024-01-05"), 6.0),  # same updated_at: the later row
+        ("c21", "O21", D("2024-01-05"), 9.0),  # fractional seconds count: 12:00:00.5 is newer
         ("c3", "O3", D("2024-01-05"), 30.0),  # a null updated_at loses to any timestamp
         ("c5", "O5", D("2024-01-05"), 30.0),  # 50 - 20
         # O16's newest version is cancelled, so the order is not a purchase at all.

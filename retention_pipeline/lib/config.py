@@ -167,7 +167,7 @@ class PipelineConfig(_Strict):
 
     def resolve(self, relative: str) -> Path:
         path = Path(relative)
-        return path if path.is_absolute() else self.base_dir / path
+        return (path if path.is_absolute() else self.base_dir / path).resolve()
 
     @property
     def warehouse_path(self) -> Path:
@@ -189,7 +189,9 @@ def _check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"'{value}' is not an IANA time zone such as UTC or Europe/Berlin")
+        raise ValueError(
+            f"'{value}' is not an IANA time zone such as UTC or Europe/Berlin"
+        ) from None
     return value
 
 

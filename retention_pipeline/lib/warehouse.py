@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import polars as pl
 
 from retention_pipeline.lib.config import ConfigError
 from retention_pipeline.lib.quarantine import LoadBatch, LoadWindow
@@ -228,11 +227,3 @@ def record_failed_load(
             "error": error,
         },
     )
-
-
-def latest_load(con: duckdb.DuckDBPyConnection, source: str) -> pl.DataFrame:
-    return con.execute(
-        f"select * from {RAW_SCHEMA}.load_audit where source = $source "
-        "order by load_sequence desc limit 1",
-        {"source": source},
-    ).pl()
