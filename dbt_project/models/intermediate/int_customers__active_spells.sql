@@ -24,7 +24,11 @@ with_gaps as (
     select
         customer_id,
         order_date,
-        lag(order_date) over (partition by customer_id order by order_date) as previous_date
+        {{ dbt.datediff(
+            'lag(order_date) over (partition by customer_id order by order_date)',
+            'order_date',
+            'day'
+        ) }} as days_since_previous
     from order_days
 
 ),
@@ -36,9 +40,8 @@ spell_numbers as (
         order_date,
         sum(
             case
-                when previous_date is null then 1
-                when {{ dbt.datediff('previous_date', 'order_date', 'day') }} > {{ window_days }}
-                    then 1
+                when days_since_previous is null then 1
+                when days_since_previous > {{ window_days }} then 1
                 else 0
             end
         ) over (

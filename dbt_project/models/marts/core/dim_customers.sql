@@ -52,9 +52,7 @@ final as (
         customer_orders.net_revenue,
         customer_orders.net_revenue * {{ var('gross_margin') }} as historical_ltv,
         {{ dbt.datediff('customer_orders.last_order_date', 'as_of.as_of_date', 'day') }}
-            as days_since_last_order,
-        {{ dbt.datediff('customer_orders.last_order_date', 'as_of.as_of_date', 'day') }}
-            < {{ var('active_window_days') }} as is_active
+            as days_since_last_order
     from customer_orders
     inner join first_orders
         on customer_orders.customer_id = first_orders.customer_id
@@ -62,4 +60,7 @@ final as (
 
 )
 
-select * from final
+select
+    final.*,
+    days_since_last_order < {{ var('active_window_days') }} as is_active
+from final

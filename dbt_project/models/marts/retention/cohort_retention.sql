@@ -55,7 +55,7 @@ cells as (
     inner join calendar as period_calendar
         on
             cohort_sizes.grain = period_calendar.grain
-            and period_calendar.period_start >= cohort_sizes.cohort_start
+            and cohort_sizes.cohort_start <= period_calendar.period_start
 
 ),
 

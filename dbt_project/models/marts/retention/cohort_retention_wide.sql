@@ -14,10 +14,7 @@ final as (
         grain,
         cohort_start,
         max(cohort_customers) as cohort_customers,
-        {% for period in range(var('cohort_wide_periods') | int + 1) %}
-        max(case when period_number = {{ period }} then retention_rate end)
-            as period_{{ period }}{{ "," if not loop.last }}
-        {% endfor %}
+        {{ retention_by_period_columns(var('cohort_wide_periods') | int) }}
     from cohort_retention
     group by grain, cohort_start
 

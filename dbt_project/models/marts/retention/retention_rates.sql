@@ -2,7 +2,6 @@
 -- Activity base: S = buyers of the previous period, E = buyers of this one.
 -- Window base: S = active (ordered within the window) at the end of the day before the
 -- period, E = active at its end (or at the as-of date while it is open).
-{% set period_grains = ['week', 'month', 'quarter', 'year'] %}
 
 with
 
@@ -27,9 +26,7 @@ customers as (
 calendar as (
 
     select * from {{ ref('int_calendar__periods') }}
-    where grain in (
-        {%- for grain in period_grains %}'{{ grain }}'{{ ", " if not loop.last }}{% endfor -%}
-    )
+    where grain in ('week', 'month', 'quarter', 'year')
 
 ),
 
@@ -118,8 +115,8 @@ spell_periods as (
     from calendar
     inner join spells
         on
-            spells.spell_start_date <= calendar.effective_end
-            and spells.active_until_date >= {{ add_days('calendar.period_start', -1) }}
+            calendar.effective_end >= spells.spell_start_date
+            and {{ add_days('calendar.period_start', -1) }} <= spells.active_until_date
     group by calendar.grain, calendar.period_index, spells.customer_id
 
 ),
