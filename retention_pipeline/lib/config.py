@@ -102,7 +102,7 @@ class WarehouseConfig(_Strict):
 class ScheduleConfig(_Strict):
     time: str = "02:00"
     timezone: str | None = None
-    partitions_start: date = date(2000, 1, 1)
+    partitions_start: date = date(1990, 1, 1)
     lookback_days: int = Field(7, ge=0)
 
     @field_validator("time")
