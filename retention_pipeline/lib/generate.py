@@ -22,18 +22,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-ORDER_COLUMNS = (
-    "order_id",
-    "customer_id",
-    "ordered_at",
-    "amount",
-    "status",
-    "refunded_amount",
-    "currency",
-    "updated_at",
-    "customer_email",
-    "channel",
-)
+from retention_pipeline.lib.config import ORDER_COLUMNS
+
 CHANNELS = ("organic", "paid_search", "social", "email", "referral")
 STATUSES = ("completed", "cancelled", "refunded")
 CURRENCY = "USD"
