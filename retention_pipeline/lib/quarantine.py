@@ -50,6 +50,8 @@ def _text(name: str) -> pl.Expr:
 
 def _localize(naive: pl.Expr, timezone: str) -> pl.Expr:
     """Naive local wall time to naive UTC; a time skipped by a DST change moves one hour on."""
+    if timezone == "UTC":
+        return naive
     as_utc = [
         expr.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
         .dt.convert_time_zone("UTC")
@@ -59,19 +61,35 @@ def _localize(naive: pl.Expr, timezone: str) -> pl.Expr:
     return pl.coalesce(as_utc)
 
 
-def _parse_timestamp(name: str, config: PipelineConfig) -> pl.Expr:
+def timestamp_formats(rows: pl.LazyFrame, column: str, config: PipelineConfig) -> list[str]:
+    """The configured format, else the default formats that read any of the first values:
+    trying every format on every row would triple the cost of a load."""
+    if config.source.timestamp_format:
+        return [config.source.timestamp_format]
+    sample = rows.select(_text(column).alias("value")).drop_nulls().head(1000).collect()
+    fitting = [
+        fmt
+        for fmt in (*NAIVE_FORMATS, *AWARE_FORMATS)
+        if sample.select(
+            pl.col("value").str.to_datetime(fmt, strict=False, time_unit="us").is_not_null().any()
+        ).item()
+    ]
+    return fitting or [*NAIVE_FORMATS, *AWARE_FORMATS]
+
+
+def _parse_timestamp(name: str, formats: list[str], timezone: str) -> pl.Expr:
     value = _text(name)
-    fmt = config.source.timestamp_format
-    naive_formats = [fmt] if fmt and "%z" not in fmt else ([] if fmt else list(NAIVE_FORMATS))
-    aware_formats = [fmt] if fmt and "%z" in fmt else ([] if fmt else list(AWARE_FORMATS))
-    candidates = [
-        _localize(value.str.to_datetime(f, strict=False, time_unit="us"), config.source_timezone)
-        for f in naive_formats
-    ] + [
+    naive = [f for f in formats if "%z" not in f and not f.endswith("Z")]
+    aware = [f for f in formats if f not in naive]
+    candidates = []
+    if naive:
+        parsed = [value.str.to_datetime(f, strict=False, time_unit="us") for f in naive]
+        candidates.append(_localize(pl.coalesce(parsed), timezone))
+    candidates += [
         value.str.to_datetime(
             f, strict=False, time_unit="us", time_zone="UTC"
         ).dt.replace_time_zone(None)
-        for f in aware_formats
+        for f in aware
     ]
     return pl.coalesce(candidates)
 
@@ -116,9 +134,13 @@ def _typed_rows(rows: pl.LazyFrame, config: PipelineConfig) -> pl.LazyFrame:
         "raw_record",
         order_id.alias("order_id"),
         _text("customer_id").alias("customer_id"),
-        _parse_timestamp("ordered_at", config).alias("ordered_at"),
+        _parse_timestamp(
+            "ordered_at", timestamp_formats(rows, "ordered_at", config), config.source_timezone
+        ).alias("ordered_at"),
         (
-            _parse_timestamp("updated_at", config)
+            _parse_timestamp(
+                "updated_at", timestamp_formats(rows, "updated_at", config), config.source_timezone
+            )
             if "updated_at" in present
             else pl.lit(None, dtype=pl.Datetime("us"))
         ).alias("updated_at"),
