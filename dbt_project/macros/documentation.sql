@@ -1,0 +1,33 @@
+{# Models of this project without a description, documented columns without one, and
+   columns of the SPEC contract that a mart does not document. #}
+{% macro documentation_problems() %}
+{% set contract = {
+    'cohort_retention': ['grain', 'cohort_start', 'period_number', 'period_start',
+        'cohort_customers', 'active_customers', 'retention_rate', 'net_revenue',
+        'cumulative_net_revenue', 'cumulative_revenue_per_customer', 'is_complete'],
+    'retention_rates': ['grain', 'period_start', 'base', 'customers_start', 'customers_end',
+        'new_customers', 'retained_customers', 'reactivated_customers', 'churned_customers',
+        'crr', 'retention_rate', 'churn_rate', 'is_complete'],
+    'customer_base_daily': ['activity_date', 'active_start', 'new_customers',
+        'reactivated_customers', 'churned_customers', 'active_end'],
+    'load_audit': ['load_id', 'source', 'started_at', 'finished_at', 'rows_read',
+        'rows_loaded', 'rows_rejected', 'rows_deduplicated', 'status'],
+    'rejected_orders': ['load_id', 'source', 'source_row', 'raw_record', 'reason_code',
+        'reason'],
+} %}
+{% set problems = [] %}
+{% for node in graph.nodes.values()
+    if node.resource_type == 'model' and node.package_name == project_name %}
+    {% if not node.description %}
+        {% do problems.append(node.name ~ ': no description') %}
+    {% endif %}
+    {% for column in node.columns.values() if not column.description %}
+        {% do problems.append(node.name ~ '.' ~ column.name ~ ': no description') %}
+    {% endfor %}
+    {% for column in contract.get(node.name, []) if column not in node.columns %}
+        {% do problems.append(node.name ~ '.' ~ column ~ ': contract column not documented') %}
+    {% endfor %}
+{% endfor %}
+
+{{ return(problems) }}
+{% endmacro %}
