@@ -1,9 +1,11 @@
 -- Fails with one row per missing description (see macros/documentation.sql).
 {% set problems = documentation_problems() if execute else [] %}
-{% for problem in problems %}
+select problem
+from (
+    select cast(null as varchar) as problem
+    {% for problem in problems %}
+    union all
     select '{{ problem }}' as problem
-    {{ "union all" if not loop.last }}
-{% else %}
-    select 'none' as problem
-    where 1 = 0
-{% endfor %}
+    {% endfor %}
+) as problems
+where problem is not null
