@@ -119,9 +119,9 @@ def write_load(
     """Replaces the window's rows of `source` with the batch, and records the load, atomically."""
     con.execute(DDL)
     load_id = uuid.uuid4().hex
-    orders = batch.orders  # noqa: F841  (read by DuckDB's replacement scan below)
-    rejected = batch.rejected  # noqa: F841
-    email = _email_hash_sql("orders.customer_email") if hash_emails else "null"
+    con.register("batch_orders", batch.orders)
+    con.register("batch_rejected", batch.rejected)
+    email = _email_hash_sql("batch_orders.customer_email") if hash_emails else "null"
     first = "null" if window.first is None else f"date '{window.first.isoformat()}'"
     in_window = f"order_date <= date '{window.last.isoformat()}'" + (
         "" if window.first is None else f" and order_date >= {first}"
@@ -133,14 +133,14 @@ def write_load(
         ).fetchone()[0]
         con.execute(
             f"delete from {RAW_SCHEMA}.orders where source = $source and ({in_window} "
-            "or order_id in (select order_id from orders))",
+            "or order_id in (select order_id from batch_orders))",
             {"source": source},
         )
         con.execute(
             f"delete from {RAW_SCHEMA}.rejected_orders where source = $source and "
             f"({in_window} or order_date is null "
-            "or order_id in (select order_id from orders) "
-            "or order_id in (select order_id from rejected where order_id is not null))",
+            "or order_id in (select order_id from batch_orders) "
+            "or order_id in (select order_id from batch_rejected where order_id is not null))",
             {"source": source},
         )
         now = datetime.now(UTC).replace(tzinfo=None)
@@ -150,7 +150,7 @@ def write_load(
             select $load_id, $sequence, $source, source_row, order_id, customer_id, ordered_at,
                 order_date, updated_at, amount, refunded_amount, currency, status, channel,
                 {email}, line_count, $now
-            from orders
+            from batch_orders
             """,
             {"load_id": load_id, "sequence": sequence, "source": source, "now": now},
         )
@@ -159,7 +159,7 @@ def write_load(
             insert into {RAW_SCHEMA}.rejected_orders
             select $load_id, $source, source_row, raw_record, reason_code, reason, order_id,
                 order_date, $now
-            from rejected
+            from batch_rejected
             """,
             {"load_id": load_id, "source": source, "now": now},
         )
@@ -198,6 +198,9 @@ def write_load(
     except BaseException:
         con.execute("rollback")
         raise
+    finally:
+        con.unregister("batch_orders")
+        con.unregister("batch_rejected")
     return result
 
 
