@@ -2,7 +2,7 @@
 
 import subprocess
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
@@ -90,3 +90,41 @@ def pipeline_run(tmp_path_factory):
     config = write_config(directory, "orders.csv")
     run_cli(config)
     return directory, orders, directory / "warehouse.duckdb"
+
+
+# --- Extraction, quarantine and warehouse-write helpers (test_config / test_extract /
+# test_quarantine / test_warehouse): real files in a directory, parsed like a YAML file.
+
+#: `now` of every validation in those tests, so that "the future" is fixed.
+LOAD_NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def file_source(directory: Path, path: str, columns: dict[str, str], **options):
+    """The pipeline config of a file source at `path`, relative to `directory`."""
+    from retention_pipeline.lib.config import parse_config
+
+    top = {k: options.pop(k) for k in list(options) if k not in _SOURCE_KEYS}
+    raw = {"source": {"type": "file", "path": path, "columns": columns, **options}, **top}
+    return parse_config(raw, directory)
+
+
+_SOURCE_KEYS = {
+    "name", "format", "delimiter", "has_header", "quote_char", "timestamp_format",
+    "timezone", "line_items", "generate_order_id",
+}  # fmt: skip
+
+
+def load_batch(config, window=None, now: datetime = LOAD_NOW):
+    """Extract and validate the configured source for `window` (default: every order)."""
+    from retention_pipeline.lib.extract import scan_source_rows
+    from retention_pipeline.lib.quarantine import LoadWindow, validate
+
+    window = window or LoadWindow(first=None, last=date(2099, 12, 31))
+    return validate(scan_source_rows(config), config, window, now)
+
+
+def write_lines(path: Path, *lines: str, newline: str = "\n") -> Path:
+    """A text file of `lines`, each ended by `newline`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes("".join(line + newline for line in lines).encode())
+    return path

@@ -1,5 +1,15 @@
--- At every grain the cohorts partition the customers: sizes add up to dim_customers.
+-- At every grain the cohorts partition the customers: the period-0 cohort sizes add up to
+-- the number of rows of dim_customers (a grain with no rows at all fails too).
 with
+
+grains as (
+
+    select 'day' as grain
+    union all select 'week'
+    union all select 'month'
+    union all select 'quarter'
+
+),
 
 sizes as (
 
@@ -18,7 +28,12 @@ customers as (
 
 )
 
-select sizes.*
-from sizes
+select
+    grains.grain,
+    sizes.customers as cohort_customers,
+    customers.customers
+from grains
 cross join customers
-where sizes.customers != customers.customers
+left join sizes
+    on grains.grain = sizes.grain
+where coalesce(sizes.customers, 0) != customers.customers
