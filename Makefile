@@ -34,12 +34,12 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	cd dbt_project && ../$(BIN)/sqlfluff lint models tests --processes 2
+	cd dbt_project && RETENTION_DUCKDB_PATH=:memory: ../$(BIN)/sqlfluff lint models tests --processes 2
 
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
-	cd dbt_project && ../$(BIN)/sqlfluff fix models tests --processes 2
+	cd dbt_project && RETENTION_DUCKDB_PATH=:memory: ../$(BIN)/sqlfluff fix models tests --processes 2
 
 bench: install
 	$(BIN)/python -m benchmarks.pipeline

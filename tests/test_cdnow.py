@@ -1,68 +1,125 @@
-"""Real data: the CDNOW master file through config/cdnow.yaml, checked month by month
-against the reference computed from a separate, plain parse of the file."""
+"""Real data: the CDNOW master file through config/cdnow.yaml, every monthly cohort cell and
+every monthly retention rate against the reference computed from a separate, plain parse
+of the file."""
 
+from __future__ import annotations
+
+from datetime import date
 from pathlib import Path
 
 import polars as pl
 import pytest
 import reference as ref
 import yaml
-from conftest import ROOT, as_of_of, assert_same_cells, read_table, run_cli
-
-CDNOW = (ROOT / ".." / "shared" / "data" / "cdnow" / "CDNOW_master.txt").resolve()
-
-pytestmark = pytest.mark.skipif(
-    not CDNOW.exists(), reason=f"the CDNOW master file is not at {CDNOW}"
+from pipeline_helpers import (
+    CDNOW_MASTER,
+    ROOT,
+    as_of_of,
+    assert_same_cells,
+    read_table,
+    run_cli,
 )
 
+pytestmark = pytest.mark.skipif(
+    not CDNOW_MASTER.is_file(),
+    reason=f"the CDNOW master file is not at {CDNOW_MASTER} (shared/data/cdnow beside the repo)",
+)
 
-def _plain_parse(path: Path) -> pl.DataFrame:
-    rows = [line.split() for line in path.read_text().splitlines()[1:] if line.strip()]
-    return (
-        pl.DataFrame(
-            {
-                "customer_id": [r[0] for r in rows],
-                "order_date": [r[1] for r in rows],
-                "net_amount": [float(r[3]) for r in rows],
-            }
-        )
-        .with_columns(pl.col("order_date").str.strptime(pl.Date, "%Y%m%d"))
-        .filter(pl.col("net_amount") > 0)
+WINDOW_DAYS = 90  # config/cdnow.yaml's active_window_days
+CUSTOMERS = 23_570  # who bought first in 1997 Q1 (shared/data/cdnow/README.md)
+
+
+def parse_master(path: Path) -> pl.DataFrame:
+    """Every row of the file: whitespace-separated customer_id, date (YYYYMMDD),
+    number_of_cds, dollar_value, under a header line. One row is one order."""
+    lines = pl.read_csv(
+        path,
+        has_header=False,
+        new_columns=["line"],
+        separator="\x1f",  # no such byte in the file: each line is one field
+        quote_char=None,
+        infer_schema=False,
+    )
+    fields = lines.select(pl.col("line").str.extract_all(r"\S+").alias("fields"))
+    header, rows = fields["fields"][0].to_list(), fields.slice(1)
+    assert header == ["customer_id", "date", "number_of_cds", "dollar_value"]
+    assert (rows["fields"].list.len() == 4).all()
+    return rows.select(
+        customer_id=pl.col("fields").list.get(0),
+        order_date=pl.col("fields").list.get(1).str.to_date("%Y%m%d"),
+        cds=pl.col("fields").list.get(2).cast(pl.Int64),
+        dollar_value=pl.col("fields").list.get(3).cast(pl.Float64),
     )
 
 
 @pytest.fixture(scope="module")
-def cdnow_warehouse(tmp_path_factory):
+def rows() -> pl.DataFrame:
+    return parse_master(CDNOW_MASTER)
+
+
+@pytest.fixture(scope="module")
+def valid_orders(rows) -> pl.DataFrame:
+    """A purchase is a row with dollar_value > 0 (a few rows are worth 0)."""
+    return rows.filter(pl.col("dollar_value") > 0).select(
+        "customer_id", "order_date", net_amount="dollar_value"
+    )
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory) -> Path:
+    """config/cdnow.yaml with the file's absolute path and a warehouse in a temp dir."""
     directory = tmp_path_factory.mktemp("cdnow")
     config = yaml.safe_load((ROOT / "config" / "cdnow.yaml").read_text())
-    config["source"]["path"] = str(CDNOW)
-    config["warehouse"]["path"] = "cdnow.duckdb"
+    config["source"]["path"] = str(CDNOW_MASTER)
+    config["warehouse"]["path"] = str(directory / "cdnow.duckdb")
+    assert config["active_window_days"] == WINDOW_DAYS
     (directory / "cdnow.yaml").write_text(yaml.safe_dump(config))
     run_cli(directory / "cdnow.yaml")
     return directory / "cdnow.duckdb"
 
 
-def test_every_row_is_an_order(cdnow_warehouse):
-    (audit,) = read_table(cdnow_warehouse, "load_audit").to_dicts()
-    data_rows = len(CDNOW.read_text().splitlines()) - 1
-    assert audit["rows_read"] == audit["rows_loaded"] == data_rows
-    assert read_table(cdnow_warehouse, "dim_customers").height == (
-        _plain_parse(CDNOW)["customer_id"].n_unique()
+def test_the_plain_parse_reads_the_whole_file(rows, valid_orders):
+    assert rows.height == 69_659
+    assert rows["customer_id"].n_unique() == CUSTOMERS
+    assert rows["order_date"].min() == date(1997, 1, 1)
+    assert rows["order_date"].max() == date(1998, 6, 30)
+    assert 0 < rows.height - valid_orders.height < 200  # the rows worth $0
+
+
+def test_every_row_is_read_and_every_purchase_loaded(warehouse, rows, valid_orders):
+    (audit,) = read_table(warehouse, "load_audit").to_dicts()
+    assert audit["rows_read"] == rows.height
+    assert audit["rows_loaded"] == rows.height
+    assert audit["rows_rejected"] == audit["rows_deduplicated"] == 0
+    assert read_table(warehouse, "fct_orders").height == valid_orders.height
+    dim = read_table(warehouse, "dim_customers")
+    assert sorted(dim["customer_id"]) == sorted(valid_orders["customer_id"].unique())
+
+
+def test_the_as_of_date_is_the_last_purchase(warehouse, valid_orders):
+    assert as_of_of(warehouse) == valid_orders["order_date"].max() == date(1998, 6, 30)
+
+
+def test_every_monthly_cohort_cell_matches_the_reference(warehouse, valid_orders):
+    as_of = as_of_of(warehouse)
+    month = pl.col("grain") == "month"
+    expected = ref.cohort_retention(valid_orders, as_of).filter(month)
+    actual = read_table(warehouse, "cohort_retention").filter(month)
+    # Customers were acquired in 1997 Q1: three cohorts, each followed to June 1998.
+    assert sorted(expected["cohort_start"].unique()) == [
+        date(1997, 1, 1), date(1997, 2, 1), date(1997, 3, 1),
+    ]  # fmt: skip
+    assert expected.height == 18 + 17 + 16
+    assert_same_cells(actual, expected, ref.COHORT_RETENTION_KEYS, "CDNOW cohort_retention month")
+
+
+@pytest.mark.parametrize("base", ref.BASES)
+def test_monthly_retention_rates_match_the_reference(warehouse, valid_orders, base):
+    as_of = as_of_of(warehouse)
+    chosen = (pl.col("grain") == "month") & (pl.col("base") == base)
+    expected = ref.retention_rates(valid_orders, as_of, WINDOW_DAYS).filter(chosen)
+    actual = read_table(warehouse, "retention_rates").filter(chosen)
+    assert expected.height == 18
+    assert_same_cells(
+        actual, expected, ref.RETENTION_RATES_KEYS, f"CDNOW retention_rates month/{base}"
     )
-
-
-def test_monthly_cohorts_match_the_reference(cdnow_warehouse):
-    orders = _plain_parse(CDNOW)
-    as_of = as_of_of(cdnow_warehouse)
-    assert as_of == orders["order_date"].max()
-    expected = ref.cohort_retention(orders, as_of).filter(pl.col("grain") == "month")
-    actual = read_table(cdnow_warehouse, "cohort_retention").filter(pl.col("grain") == "month")
-    assert_same_cells(actual, expected, ["grain", "cohort_start", "period_number"])
-
-
-def test_monthly_retention_rates_match_the_reference(cdnow_warehouse):
-    orders = _plain_parse(CDNOW)
-    as_of = as_of_of(cdnow_warehouse)
-    expected = ref.retention_rates(orders, as_of, 90).filter(pl.col("grain") == "month")
-    actual = read_table(cdnow_warehouse, "retention_rates").filter(pl.col("grain") == "month")
-    assert_same_cells(actual, expected, ["grain", "period_start", "base"])

@@ -1,63 +1,223 @@
-"""The loaded Dagster definitions: every asset, check, job and schedule is there."""
+"""The Dagster definitions as the UI loads them: every asset, check, job, partition and the
+nightly schedule, and the run the schedule asks for."""
 
-import os
+from __future__ import annotations
+
+import json
 import subprocess
 import sys
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
-from conftest import ROOT
+import dagster as dg
+import pytest
+import yaml
+from pipeline_helpers import ROOT, run_env
 
-SCRIPT = """
-import json
-from datetime import datetime, timezone
+from retention_pipeline.lib.config import CONFIG_ENV_VAR
+from retention_pipeline.lib.settings import DUCKDB_PATH_ENV
+
+DEMO_CONFIG = ROOT / "config" / "demo.yaml"
+JOB = "retention_nightly"
+
+RAW_ASSETS = {"raw/orders", "raw/rejected_orders", "raw/load_audit"}
+MART_ASSETS = {
+    "fct_orders", "dim_customers", "cohort_retention", "cohort_retention_wide",
+    "retention_rates", "customer_base_daily", "rejected_orders", "load_audit",
+}  # fmt: skip
+
+
+def _model_assets() -> set[str]:
+    """The asset key of every dbt model in the repository: staging and intermediate models
+    under their folder's name, marts by their bare name."""
+    keys = set()
+    for path in (ROOT / "dbt_project" / "models").rglob("*.sql"):
+        layer = path.relative_to(ROOT / "dbt_project" / "models").parts[0]
+        keys.add(path.stem if layer == "marts" else f"{layer}/{path.stem}")
+    return keys
+
+
+def _fresh_definitions() -> dg.Definitions:
+    """The definitions loaded under the active config, even when this process imported
+    them before under another one (the defs modules read the config when imported)."""
+    from retention_pipeline.lib import settings
+
+    settings.active_config.cache_clear()
+    settings.daily_partitions.cache_clear()
+    for name in [n for n in sys.modules if n.startswith("retention_pipeline.defs")]:
+        del sys.modules[name]
+    sys.modules.pop("retention_pipeline.definitions", None)
+    from retention_pipeline.definitions import defs
+
+    return defs()
+
+
+@pytest.fixture(scope="module")
+def definitions():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CONFIG_ENV_VAR, str(DEMO_CONFIG))
+        patch.setenv(DUCKDB_PATH_ENV, "")  # set by the config; restored afterwards
+        yield _fresh_definitions()
+        from retention_pipeline.lib import settings
+
+        settings.active_config.cache_clear()
+        settings.daily_partitions.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def asset_graph(definitions):
+    return definitions.resolve_asset_graph()
+
+
+def _keys(asset_graph) -> set[str]:
+    return {key.to_user_string() for key in asset_graph.get_all_asset_keys()}
+
+
+def test_every_asset_is_defined(asset_graph):
+    keys = _keys(asset_graph)
+    assert keys >= RAW_ASSETS | MART_ASSETS
+    models = _model_assets()
+    assert {"staging/stg_orders__orders", "intermediate/int_orders__classified"} <= models
+    assert models <= keys, f"dbt models without an asset: {sorted(models - keys)}"
+
+
+@pytest.mark.parametrize("table", ["orders", "rejected_orders", "load_audit"])
+def test_dbt_sources_hang_off_the_extraction_assets(asset_graph, table):
+    staging = asset_graph.get(dg.AssetKey(["staging", f"stg_orders__{table}"]))
+    assert dg.AssetKey(["raw", table]) in staging.parent_keys
+
+
+def test_every_asset_is_daily_partitioned_from_the_configured_start(asset_graph):
+    for key in asset_graph.get_all_asset_keys():
+        partitions = asset_graph.get(key).partitions_def
+        assert isinstance(partitions, dg.DailyPartitionsDefinition), key
+        assert partitions.get_first_partition_key() == "2023-01-01", key
+        assert partitions.timezone == "UTC", key
+
+
+def test_the_row_accounting_check_blocks_downstream(asset_graph):
+    key = dg.AssetCheckKey(dg.AssetKey(["raw", "load_audit"]), "row_accounting_balances")
+    assert key in asset_graph.asset_check_keys
+    assert asset_graph.get_check_spec(key).blocking
+
+
+@pytest.mark.parametrize(
+    ("asset", "check"),
+    [
+        ("fct_orders", "unique_fct_orders_order_id"),
+        ("fct_orders", "not_null_fct_orders_order_id"),
+        ("dim_customers", "unique_dim_customers_customer_id"),
+        ("customer_base_daily", "unique_customer_base_daily_activity_date"),
+        ("cohort_retention", "unique_combination_of_columns_cohort_retention"),
+        ("retention_rates", "unique_combination_of_columns_retention_rates"),
+        ("load_audit", "assert_load_audit_balances"),
+    ],
+)
+def test_dbt_tests_are_asset_checks(asset_graph, asset, check):
+    names = {k.name for k in asset_graph.asset_check_keys if k.asset_key == dg.AssetKey(asset)}
+    assert any(name.startswith(check) for name in names), f"{asset}: {sorted(names)}"
+
+
+def test_every_mart_has_dbt_checks(asset_graph):
+    checked = {key.asset_key.to_user_string() for key in asset_graph.asset_check_keys}
+    views = {"cohort_retention_wide"}  # a pivot of cohort_retention, checked there
+    assert MART_ASSETS - views <= checked
+
+
+def test_the_nightly_job_builds_every_asset_daily(definitions, asset_graph):
+    job = definitions.resolve_job_def(JOB)
+    assert isinstance(job.partitions_def, dg.DailyPartitionsDefinition)
+    assert job.partitions_def.get_first_partition_key() == "2023-01-01"
+    selected = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
+    assert selected == _keys(asset_graph)
+
+
+def test_the_nightly_schedule_runs_at_the_configured_time(definitions):
+    (schedule,) = [s for s in definitions.schedules if s.job_name == JOB]
+    assert schedule.cron_schedule == "0 2 * * *"  # schedule.time "02:00" in demo.yaml
+    assert schedule.execution_timezone == "UTC"  # the reporting timezone by default
+
+
+@pytest.mark.parametrize(
+    ("scheduled", "partition"),
+    [
+        (datetime(2025, 3, 10, 2, 0, tzinfo=UTC), "2025-03-09"),
+        (datetime(2025, 1, 1, 2, 0, tzinfo=UTC), "2024-12-31"),
+        (datetime(2024, 3, 1, 2, 0, tzinfo=UTC), "2024-02-29"),
+    ],
+)
+def test_the_schedule_asks_for_yesterdays_partition(definitions, scheduled, partition):
+    (schedule,) = [s for s in definitions.schedules if s.job_name == JOB]
+    context = dg.build_schedule_context(
+        scheduled_execution_time=scheduled, repository_def=definitions.get_repository_def()
+    )
+    (request,) = schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == partition
+    ops = request.run_config["ops"]
+    assert ops["retention_dbt_models"]["config"]["as_of"] == partition
+    assert ops["raw_orders"]["config"]["lookback_days"] == 7  # the default lookback
+    assert partition in definitions.resolve_job_def(JOB).partitions_def.get_partition_keys(
+        current_time=scheduled
+    )
+
+
+# Loads the definitions under another config in a fresh process: the schedule's time and
+# timezone, the reporting timezone of the partitions and their start all come from it.
+OTHER_CONFIG_SCRIPT = """
+import json, sys
+from datetime import datetime
+from zoneinfo import ZoneInfo
 import dagster as dg
 from retention_pipeline.definitions import defs
+
 d = defs()
-graph = d.resolve_asset_graph()
-schedule = d.resolve_schedule_def("nightly_schedule")
-request = schedule.evaluate_tick(dg.build_schedule_context(
-    scheduled_execution_time=datetime(2025, 3, 10, 2, 0, tzinfo=timezone.utc),
-    repository_def=d.get_repository_def(),
-)).run_requests[0]
+(schedule,) = d.schedules
 job = d.resolve_job_def("retention_nightly")
+context = dg.build_schedule_context(
+    scheduled_execution_time=datetime.fromisoformat(sys.argv[1]),
+    repository_def=d.get_repository_def(),
+)
+(request,) = schedule.evaluate_tick(context).run_requests
 print(json.dumps({
-    "assets": sorted(k.to_user_string() for k in graph.get_all_asset_keys()),
-    "checks": sorted(k.name for k in graph.asset_check_keys),
     "cron": schedule.cron_schedule,
     "timezone": schedule.execution_timezone,
+    "first_partition": job.partitions_def.get_first_partition_key(),
+    "partition_timezone": job.partitions_def.timezone,
     "partition": request.partition_key,
     "run_config": request.run_config,
-    "first_partition": job.partitions_def.get_first_partition_key(),
 }))
 """
 
 
-def _loaded():
-    import json
-
-    env = {**os.environ, "RETENTION_PIPELINE_CONFIG": str(ROOT / "config" / "demo.yaml")}
+def test_schedule_and_partitions_follow_the_config(tmp_path):
+    config = yaml.safe_load(DEMO_CONFIG.read_text())
+    config["source"]["path"] = str((DEMO_CONFIG.parent / config["source"]["path"]).resolve())
+    config["warehouse"]["path"] = "warehouse.duckdb"
+    config["reporting_timezone"] = "America/New_York"
+    config["schedule"] = {
+        "time": "03:45",
+        "timezone": "Europe/Berlin",
+        "partitions_start": "2021-03-04",
+        "lookback_days": 2,
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    # 03:45 in Berlin on 2 June is 21:45 on 1 June in New York: the last complete day
+    # there, and so the partition to run, is 31 May.
+    scheduled = datetime(2025, 6, 2, 3, 45, tzinfo=ZoneInfo("Europe/Berlin"))
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd=ROOT, env=env
+        [sys.executable, "-c", OTHER_CONFIG_SCRIPT, scheduled.isoformat()],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=run_env(tmp_path / "config.yaml"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def test_definitions_load_with_every_asset_check_job_and_schedule():
-    loaded = _loaded()
-    assert set(loaded["assets"]) >= {
-        "raw/orders", "raw/rejected_orders", "raw/load_audit",
-        "staging/stg_orders__orders", "intermediate/int_orders__classified",
-        "fct_orders", "dim_customers", "cohort_retention", "cohort_retention_wide",
-        "retention_rates", "customer_base_daily", "rejected_orders", "load_audit",
-    }  # fmt: skip
-    assert "row_accounting_balances" in loaded["checks"]
-    assert any(
-        name.startswith("assert_retention_rates_identities") for name in loaded["checks"]
-    ) or any("unique" in name for name in loaded["checks"])
-    # The demo config: nightly at 02:00 UTC, partitions from 2023-01-01.
-    assert loaded["cron"] == "0 2 * * *"
-    assert loaded["timezone"] == "UTC"
-    assert loaded["first_partition"] == "2023-01-01"
-    # The 02:00 tick of 10 March runs 9 March, with 9 March as the as-of date.
-    assert loaded["partition"] == "2025-03-09"
-    assert loaded["run_config"]["ops"]["retention_dbt_models"]["config"]["as_of"] == "2025-03-09"
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded["cron"] == "45 3 * * *"
+    assert loaded["timezone"] == "Europe/Berlin"
+    assert loaded["first_partition"] == "2021-03-04"
+    assert loaded["partition_timezone"] == "America/New_York"
+    assert loaded["partition"] == "2025-05-31"
+    ops = loaded["run_config"]["ops"]
+    assert ops["retention_dbt_models"]["config"]["as_of"] == "2025-05-31"
+    assert ops["raw_orders"]["config"]["lookback_days"] == 2

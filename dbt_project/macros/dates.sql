@@ -8,8 +8,13 @@
     cast({{ dbt.date_trunc(grain, date_expr) }} as date)
 {%- endmacro %}
 
+{# Quarters as 3 months: PostgreSQL has no quarter interval. #}
 {% macro next_period_start(grain, period_start_expr) -%}
-    cast({{ dbt.dateadd(grain, 1, period_start_expr) }} as date)
+    {%- if grain == 'quarter' -%}
+        cast({{ dbt.dateadd('month', 3, period_start_expr) }} as date)
+    {%- else -%}
+        cast({{ dbt.dateadd(grain, 1, period_start_expr) }} as date)
+    {%- endif -%}
 {%- endmacro %}
 
 {# The run's as-of date: the `as_of` var, else the newest valid order's date. #}

@@ -6,6 +6,7 @@ so a crash leaves the previous state and running a load twice equals running it 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from contextlib import contextmanager
@@ -102,7 +103,9 @@ def _email_hash_sql(column: str) -> str:
             f"source.columns maps customer_email but {PII_KEY_ENV} is not set: export a secret "
             "key in that environment variable (emails are stored only as its HMAC-SHA256)"
         )
-    block = key.encode().ljust(64, b"\0") if len(key) <= 64 else key.encode()
+    raw_key = key.encode()
+    # RFC 2104: a key longer than the block is hashed first.
+    block = (hashlib.sha256(raw_key).digest() if len(raw_key) > 64 else raw_key).ljust(64, b"\0")
     inner = bytes(b ^ 0x36 for b in block).hex()
     outer = bytes(b ^ 0x5C for b in block).hex()
     return f"sha256(unhex('{outer}') || unhex(sha256(unhex('{inner}') || encode({column}))))"

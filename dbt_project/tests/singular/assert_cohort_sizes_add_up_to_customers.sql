@@ -5,9 +5,12 @@ with
 grains as (
 
     select 'day' as grain
-    union all select 'week'
-    union all select 'month'
-    union all select 'quarter'
+    union all
+    select 'week' as grain
+    union all
+    select 'month' as grain
+    union all
+    select 'quarter' as grain
 
 ),
 
