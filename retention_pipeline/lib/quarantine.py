@@ -23,7 +23,6 @@ NAIVE_FORMATS = (
     "%Y%m%d",
 )
 AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%.fZ")
-UNPLACEABLE = ("unparseable_ordered_at", "future_ordered_at")
 REJECTED_COLUMNS = ("source_row", "raw_record", "reason_code", "reason", "order_id", "order_date")
 
 
@@ -95,7 +94,9 @@ def _parse_timestamp(name: str, formats: list[str], timezone: str) -> pl.Expr:
 
 
 def _number(name: str) -> pl.Expr:
-    return _text(name).cast(pl.Float64, strict=False)
+    number = _text(name).cast(pl.Float64, strict=False)
+    # 'NaN' and 'inf' cast to floats but are no amounts.
+    return pl.when(number.is_finite()).then(number)
 
 
 def _local_date(utc: pl.Expr, timezone: str) -> pl.Expr:
@@ -240,9 +241,7 @@ def _parse_checks(config: PipelineConfig, present: set[str]) -> list[tuple[pl.Ex
 
 
 def _value_checks(config: PipelineConfig, now: datetime) -> list[tuple[pl.Expr, str, pl.Expr]]:
-    horizon = (now.astimezone(UTC) + timedelta(hours=config.future_tolerance_hours)).replace(
-        tzinfo=None
-    )
+    horizon = _future_horizon(config, now)
     refunded = pl.col("refunded_amount").fill_null(0)
     return [
         (
@@ -277,7 +276,18 @@ def _value_checks(config: PipelineConfig, now: datetime) -> list[tuple[pl.Expr, 
     ]
 
 
-def _in_window(window: LoadWindow, reporting_timezone: str) -> pl.Expr:
+def _future_horizon(config: PipelineConfig, now: datetime) -> datetime:
+    return (now.astimezone(UTC) + timedelta(hours=config.future_tolerance_hours)).replace(
+        tzinfo=None
+    )
+
+
+def _unplaceable(horizon: datetime) -> pl.Expr:
+    """Rows no daily window can hold: no readable ordered_at, or one far in the future."""
+    return pl.col("ordered_at").is_null() | (pl.col("ordered_at") > horizon)
+
+
+def _in_window(window: LoadWindow, reporting_timezone: str, horizon: datetime) -> pl.Expr:
     order_date = _local_date(pl.col("ordered_at"), reporting_timezone)
     updated_date = _local_date(pl.col("updated_at"), reporting_timezone)
     after_first = pl.lit(True) if window.first is None else order_date >= window.first
@@ -286,7 +296,7 @@ def _in_window(window: LoadWindow, reporting_timezone: str) -> pl.Expr:
         if window.first is None
         else (updated_date >= window.first) & (updated_date <= window.last)
     )
-    return pl.col("reason_code").is_in(UNPLACEABLE) | (
+    return _unplaceable(horizon) | (
         (order_date <= window.last) & (after_first | changed_in_window.fill_null(False))
     )
 
@@ -355,7 +365,9 @@ def validate(
             pl.coalesce("reason_code", value_code).alias("reason_code"),
             pl.coalesce("reason", value_reason).alias("reason"),
         )
-    rows_in_window = typed.filter(_in_window(window, config.reporting_timezone)).collect()
+    rows_in_window = typed.filter(
+        _in_window(window, config.reporting_timezone, _future_horizon(config, now))
+    ).collect()
     # Line mode places an order by its earliest line, so the window applies to whole orders.
     if line_mode:
         good_lines = rows_in_window.filter(pl.col("reason_code").is_null())
@@ -391,7 +403,7 @@ def validate(
             how="diagonal_relaxed",
         )
         loaded = loaded.with_columns(pl.lit(1, dtype=pl.UInt32).alias("line_count"))
-    placeable = ~pl.col("reason_code").is_in(UNPLACEABLE)
+    placeable = ~_unplaceable(_future_horizon(config, now))
     rejected = rejected.with_columns(
         pl.when(placeable)
         .then(_local_date(pl.col("ordered_at"), config.reporting_timezone))
