@@ -53,6 +53,11 @@ class SourceConfig(_Strict):
     generate_order_id: bool = False
     columns: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("timezone")
+    @classmethod
+    def _source_timezone(cls, value: str | None) -> str | None:
+        return value if value is None else _check_timezone(value)
+
     @field_validator("name")
     @classmethod
     def _name_is_identifier(cls, value: str) -> str:
@@ -104,6 +109,11 @@ class ScheduleConfig(_Strict):
     timezone: str | None = None
     partitions_start: date = date(1990, 1, 1)
     lookback_days: int = Field(7, ge=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _schedule_timezone(cls, value: str | None) -> str | None:
+        return value if value is None else _check_timezone(value)
 
     @field_validator("time")
     @classmethod
@@ -175,7 +185,13 @@ class PipelineConfig(_Strict):
 
     def source_files(self) -> list[Path]:
         """The files the source glob matches, sorted so that later files win ties."""
-        pattern = str(self.resolve(self.source.path or ""))
+        relative = self.source.path or ""
+        # The config's own folder is a literal path, even if its name has '[' or '*'.
+        pattern = (
+            relative
+            if Path(relative).is_absolute()
+            else os.path.join(glob.escape(str(self.base_dir.resolve())), relative)
+        )
         files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
         if not files:
             raise ConfigError(
@@ -213,8 +229,6 @@ def parse_config(raw: dict, base_dir: Path) -> PipelineConfig:
     except ValidationError as exc:
         lines = "\n".join(f"  - {_describe(e)}" for e in exc.errors())
         raise ConfigError(f"invalid configuration:\n{lines}") from None
-    if config.schedule.timezone:
-        _check_timezone(config.schedule.timezone)
     return config
 
 
