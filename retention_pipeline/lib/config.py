@@ -192,7 +192,9 @@ class PipelineConfig(_Strict):
             if Path(relative).is_absolute()
             else os.path.join(glob.escape(str(self.base_dir.resolve())), relative)
         )
-        files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        files = sorted(
+            Path(p).resolve() for p in glob.glob(pattern, recursive=True) if Path(p).is_file()
+        )
         if not files:
             raise ConfigError(
                 f"source.path: '{self.source.path}' matches no file (looked for {pattern}); "
