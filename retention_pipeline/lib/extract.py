@@ -71,6 +71,10 @@ def _scan_file(config: PipelineConfig, path: Path) -> pl.LazyFrame:
             quote_char=source.quote_char,
             infer_schema=False,
         ).with_row_index("_line", offset=2 if source.has_header else 1)
+    if fmt not in ("parquet", "ndjson"):
+        # In a text file a blank line is no row: every column empty.
+        text = pl.all().exclude("_line").str.strip_chars().fill_null("")
+        frame = frame.filter(pl.any_horizontal(text != ""))
     return frame.with_columns(pl.lit(path.name).alias("_file"))
 
 
