@@ -4,7 +4,6 @@ import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))  # the independent reference: `import reference`
 
 LOAD_NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
