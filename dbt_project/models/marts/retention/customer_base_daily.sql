@@ -8,12 +8,6 @@ spells as (
 
 ),
 
-customers as (
-
-    select * from {{ ref('dim_customers') }}
-
-),
-
 calendar as (
 
     select * from {{ ref('int_calendar__periods') }}
@@ -25,14 +19,10 @@ events as (
 
     select
         spells.spell_start_date as activity_date,
-        case when spells.spell_start_date = customers.first_order_date then 1 else 0 end
-            as new_customers,
-        case when spells.spell_start_date > customers.first_order_date then 1 else 0 end
-            as reactivated_customers,
+        case when spells.spell_number = 1 then 1 else 0 end as new_customers,
+        case when spells.spell_number > 1 then 1 else 0 end as reactivated_customers,
         0 as churned_customers
     from spells
-    inner join customers
-        on spells.customer_id = customers.customer_id
     union all
     select
         churn_date as activity_date,
@@ -47,9 +37,9 @@ daily_events as (
 
     select
         activity_date,
-        sum(new_customers) as new_customers,
-        sum(reactivated_customers) as reactivated_customers,
-        sum(churned_customers) as churned_customers
+        cast(sum(new_customers) as bigint) as new_customers,
+        cast(sum(reactivated_customers) as bigint) as reactivated_customers,
+        cast(sum(churned_customers) as bigint) as churned_customers
     from events
     group by activity_date
 
@@ -72,9 +62,9 @@ final as (
 
     select
         activity_date,
-        sum(new_customers + reactivated_customers - churned_customers) over (
+        cast(sum(new_customers + reactivated_customers - churned_customers) over (
             order by activity_date rows unbounded preceding
-        ) as active_end,
+        ) as bigint) as active_end,
         new_customers,
         reactivated_customers,
         churned_customers

@@ -2,6 +2,7 @@
 -- Activity base: S = buyers of the previous period, E = buyers of this one.
 -- Window base: S = active (ordered within the window) at the end of the day before the
 -- period, E = active at its end (or at the as-of date while it is open).
+{% set spell_grains = ['week', 'month', 'quarter', 'year'] %}
 
 with
 
@@ -17,9 +18,9 @@ spells as (
 
 ),
 
-customers as (
+daily_base as (
 
-    select * from {{ ref('dim_customers') }}
+    select * from {{ ref('customer_base_daily') }}
 
 ),
 
@@ -86,66 +87,87 @@ activity_base as (
 
 ),
 
-spell_periods as (
+spells_with_previous as (
 
-    -- A customer is in S when a spell covers the day before the period starts, and in E
-    -- when a spell covers the period's effective end.
     select
-        calendar.grain,
-        calendar.period_index,
-        spells.customer_id,
-        max(
-            case
-                when
-                    spells.spell_start_date < calendar.period_start
-                    and spells.active_until_date >= {{ add_days('calendar.period_start', -1) }}
-                    then 1
-                else 0
-            end
-        ) as in_start,
-        max(
-            case
-                when
-                    spells.spell_start_date <= calendar.effective_end
-                    and spells.active_until_date >= calendar.effective_end
-                    then 1
-                else 0
-            end
-        ) as in_end
-    from calendar
-    inner join spells
-        on
-            calendar.effective_end >= spells.spell_start_date
-            and {{ add_days('calendar.period_start', -1) }} <= spells.active_until_date
-    group by calendar.grain, calendar.period_index, spells.customer_id
+        customer_id,
+        spell_number,
+        spell_start_date,
+        active_until_date,
+        lag(spell_start_date) over (
+            partition by customer_id order by spell_number
+        ) as previous_spell_start_date,
+        lag(active_until_date) over (
+            partition by customer_id order by spell_number
+        ) as previous_active_until_date
+    from spells
 
 ),
 
-window_counts as (
+spell_periods as (
 
+    {% for grain in spell_grains %}
+    select
+        '{{ grain }}' as grain,
+        {{ period_start(grain, 'spell_start_date') }} as period_start,
+        customer_id,
+        spell_number,
+        spell_start_date,
+        active_until_date,
+        previous_spell_start_date,
+        previous_active_until_date
+    from spells_with_previous
+    {{ "union all" if not loop.last }}
+    {% endfor %}
+
+),
+
+entrants as (
+
+    -- Customers with a spell starting in the period. Spells do not overlap, so the one
+    -- active at the period's end (if any) is the last of them, and the one active the day
+    -- before the period (if any) is the spell just before the first of them.
     select
         spell_periods.grain,
-        spell_periods.period_index,
-        sum(spell_periods.in_start) as customers_start,
-        sum(spell_periods.in_end) as customers_end,
-        sum(
+        spell_periods.period_start,
+        spell_periods.customer_id,
+        max(spell_periods.active_until_date) as last_active_until_date,
+        min(spell_periods.spell_number) = 1 as is_new,
+        max(
             case
                 when
-                    spell_periods.in_end = 1
-                    and customers.first_order_date >= calendar.period_start
+                    (
+                        spell_periods.previous_spell_start_date is null
+                        or spell_periods.previous_spell_start_date < spell_periods.period_start
+                    )
+                    and spell_periods.previous_active_until_date
+                    >= {{ add_days('spell_periods.period_start', -1) }}
                     then 1
                 else 0
             end
-        ) as new_customers,
-        sum(spell_periods.in_start * spell_periods.in_end) as retained_customers
+        ) as was_active_before
     from spell_periods
+    group by spell_periods.grain, spell_periods.period_start, spell_periods.customer_id
+
+),
+
+entrant_counts as (
+
+    -- Entrants still active at the period's end; a customer active at the end through a
+    -- spell that started earlier was active the day before too, so is retained.
+    select
+        entrants.grain,
+        entrants.period_start,
+        count(*) as entrants_at_end,
+        sum(case when entrants.is_new then 1 else 0 end) as new_customers,
+        sum(entrants.was_active_before) as returned_customers
+    from entrants
     inner join calendar
         on
-            spell_periods.grain = calendar.grain
-            and spell_periods.period_index = calendar.period_index
-    inner join customers
-        on spell_periods.customer_id = customers.customer_id
-    group by spell_periods.grain, spell_periods.period_index
+            entrants.grain = calendar.grain
+            and entrants.period_start = calendar.period_start
+    where entrants.last_active_until_date >= calendar.effective_end
+    group by entrants.grain, entrants.period_start
 
 ),
 
@@ -155,16 +177,22 @@ window_base as (
         calendar.grain,
         calendar.period_start,
         'window' as base,
-        coalesce(window_counts.customers_start, 0) as customers_start,
-        coalesce(window_counts.customers_end, 0) as customers_end,
-        coalesce(window_counts.new_customers, 0) as new_customers,
-        coalesce(window_counts.retained_customers, 0) as retained_customers,
+        coalesce(day_before.active_end, 0) as customers_start,
+        coalesce(last_day.active_end, 0) as customers_end,
+        coalesce(entrant_counts.new_customers, 0) as new_customers,
+        coalesce(last_day.active_end, 0)
+        - coalesce(entrant_counts.entrants_at_end, 0)
+        + coalesce(entrant_counts.returned_customers, 0) as retained_customers,
         calendar.is_complete
     from calendar
-    left join window_counts
+    left join daily_base as day_before
+        on {{ add_days('calendar.period_start', -1) }} = day_before.activity_date
+    left join daily_base as last_day
+        on calendar.effective_end = last_day.activity_date
+    left join entrant_counts
         on
-            calendar.grain = window_counts.grain
-            and calendar.period_index = window_counts.period_index
+            calendar.grain = entrant_counts.grain
+            and calendar.period_start = entrant_counts.period_start
 
 ),
 
@@ -182,12 +210,13 @@ final as (
         grain,
         period_start,
         base,
-        customers_start,
-        customers_end,
-        new_customers,
-        retained_customers,
-        customers_end - new_customers - retained_customers as reactivated_customers,
-        customers_start - retained_customers as churned_customers,
+        cast(customers_start as bigint) as customers_start,
+        cast(customers_end as bigint) as customers_end,
+        cast(new_customers as bigint) as new_customers,
+        cast(retained_customers as bigint) as retained_customers,
+        cast(customers_end - new_customers - retained_customers as bigint)
+            as reactivated_customers,
+        cast(customers_start - retained_customers as bigint) as churned_customers,
         {{ ratio('customers_end - new_customers', 'customers_start') }} as crr,
         {{ ratio('retained_customers', 'customers_start') }} as retention_rate,
         {{ ratio('customers_start - retained_customers', 'customers_start') }} as churn_rate,
