@@ -79,7 +79,7 @@ def _config(orders: int, data: Path) -> Path:
 
 
 def _floor_seconds(data: Path) -> float:
-    con = duckdb.connect()
+    con = duckdb.connect(config={"enable_progress_bar": False})
     started = time.perf_counter()
     con.execute(FLOOR_QUERY, {"path": str(data)}).fetchall()
     elapsed = time.perf_counter() - started

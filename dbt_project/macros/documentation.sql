@@ -31,3 +31,16 @@
 
 {{ return(problems) }}
 {% endmacro %}
+
+{# A singular test's query over a list of problems: one failing row per problem. #}
+{% macro problems_as_rows(problems) %}
+select problem
+from (
+    select cast(null as varchar(200)) as problem
+    {% for problem in problems %}
+    union all
+    select '{{ problem }}' as problem
+    {% endfor %}
+) as problems
+where problem is not null
+{% endmacro %}

@@ -5,7 +5,7 @@ with
 
 orders as (
 
-    select * from {{ ref('int_orders__classified') }}
+    select * from {{ ref('fct_orders') }}
 
 ),
 
@@ -28,7 +28,6 @@ bounds as (
         max(as_of.as_of_date) as as_of_date
     from orders
     cross join as_of
-    where orders.is_valid and orders.order_date <= as_of.as_of_date
 
 ),
 

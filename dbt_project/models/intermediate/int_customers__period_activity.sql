@@ -15,18 +15,33 @@ customers as (
 
 ),
 
+customer_days as (
+
+    -- Rolled up to days once, so each grain below groups days rather than orders.
+    select
+        orders.customer_id,
+        customers.first_order_date,
+        orders.order_date,
+        count(*) as valid_orders,
+        sum(orders.net_amount) as net_revenue
+    from orders
+    inner join customers
+        on orders.customer_id = customers.customer_id
+    group by orders.customer_id, customers.first_order_date, orders.order_date
+
+),
+
 by_grain as (
 
     {% for grain in grains %}
     select
         '{{ grain }}' as grain,
-        orders.customer_id,
-        {{ period_start(grain, 'customers.first_order_date') }} as cohort_start,
-        {{ period_start(grain, 'orders.order_date') }} as period_start,
-        orders.net_amount
-    from orders
-    inner join customers
-        on orders.customer_id = customers.customer_id
+        customer_id,
+        {{ period_start(grain, 'first_order_date') }} as cohort_start,
+        {{ period_start(grain, 'order_date') }} as period_start,
+        valid_orders,
+        net_revenue
+    from customer_days
     {{ "union all" if not loop.last }}
     {% endfor %}
 
@@ -40,8 +55,8 @@ final as (
         cohort_start,
         period_start,
         cohort_start = period_start as is_first_period,
-        count(*) as valid_orders,
-        sum(net_amount) as net_revenue
+        cast(sum(valid_orders) as bigint) as valid_orders,
+        sum(net_revenue) as net_revenue
     from by_grain
     group by grain, customer_id, cohort_start, period_start
 

@@ -40,12 +40,4 @@
         {% endif %}
     {% endfor %}
 {% endif %}
-select problem
-from (
-    select cast(null as varchar(200)) as problem
-    {% for problem in problems %}
-        union all
-        select '{{ problem }}' as problem
-    {% endfor %}
-) as problems
-where problem is not null
+{{ problems_as_rows(problems) }}

@@ -1,4 +1,3 @@
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,8 +63,8 @@ def retention_dbt_models(
 
 
 def warehouse_target_path() -> Path:
-    """One dbt target folder per warehouse, kept between runs: dbt's partial parse state
-    there matches the warehouse's profile, so the next run skips a full parse (~3 s), and
+    """dbt's target folder beside the warehouse file, kept between runs: its partial parse
+    state matches this warehouse's profile, so the next run skips a full parse (~3 s), and
     runs do not pile up a folder each. Runs on one warehouse never overlap (the pool)."""
-    warehouse = str(active_config().warehouse_path).encode()
-    return Path("target") / f"warehouse-{hashlib.sha256(warehouse).hexdigest()[:12]}"
+    warehouse = active_config().warehouse_path
+    return warehouse.with_name(f"{warehouse.name}.dbt-target")
