@@ -136,6 +136,7 @@ def test_the_nightly_schedule_runs_at_the_configured_time(definitions):
     (schedule,) = [s for s in definitions.schedules if s.job_name == JOB]
     assert schedule.cron_schedule == "0 2 * * *"  # schedule.time "02:00" in demo.yaml
     assert schedule.execution_timezone == "UTC"  # the reporting timezone by default
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
 
 @pytest.mark.parametrize(

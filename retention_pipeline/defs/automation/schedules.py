@@ -24,6 +24,8 @@ def _nightly_cron() -> str:
     job=retention_job,
     cron_schedule=_nightly_cron(),
     execution_timezone=active_config().schedule_timezone,
+    # A nightly pipeline should run nightly once the daemon is up, not wait for a click.
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Every night: yesterday's partition (reporting timezone) and all downstream.",
 )
 def nightly_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
