@@ -297,3 +297,13 @@ def test_rejected_rows_keep_no_clear_email(tmp_path, monkeypatch):
     _load(config, monkeypatch)
     raw_record = _table(config, "select raw_record from raw.rejected_orders").item()
     assert "b@example.com" not in raw_record and "<redacted>" in raw_record
+
+
+def test_an_unmapped_email_column_is_redacted_in_rejected_rows(tmp_path, monkeypatch):
+    unmapped = {k: v for k, v in COLUMNS.items() if k != "customer_email"}
+    config = _config(
+        tmp_path, ["o1,,2024-01-05 10:00:00,10,completed,0,USD,,b@example.com"], columns=unmapped
+    )
+    _load(config, monkeypatch)
+    raw_record = _table(config, "select raw_record from raw.rejected_orders").item()
+    assert "b@example.com" not in raw_record and '"mail":"<redacted>"' in raw_record

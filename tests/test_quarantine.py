@@ -406,11 +406,6 @@ def test_timestamps_with_an_offset_ignore_the_source_timezone(tmp_path, text, ut
     assert order["order_date"] == (utc - timedelta(hours=5)).date()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _localize moves a skipped wall time one hour on, which is wrong where the "
-    "clock change is not an hour (Australia/Lord_Howe springs forward by 30 minutes)",
-)
 def test_a_skipped_time_in_a_half_hour_dst_zone(tmp_path):
     local = "2024-10-06 02:15:00"
     batch = _batch(

@@ -15,6 +15,7 @@ from retention_pipeline.lib.config import LINE_COLUMNS, ORDER_COLUMNS, ConfigErr
 WHITESPACE = "whitespace"
 # A byte that never occurs in text files, so a whitespace-separated file reads as one column.
 _NO_SEPARATOR = "\x1f"
+REDACTED = "<redacted>"
 
 
 class SourceSchemaError(ConfigError):
@@ -31,8 +32,9 @@ def _format_of(config: PipelineConfig, path: Path) -> str:
     )
 
 
-def _scan_whitespace(config: PipelineConfig, path: Path) -> pl.LazyFrame:
-    lines = pl.scan_csv(
+def _scan_lines(path: Path) -> pl.LazyFrame:
+    """Every physical line of a text file as `_text`, numbered from 1 in `_line`."""
+    return pl.scan_csv(
         path,
         separator=_NO_SEPARATOR,
         has_header=False,
@@ -40,6 +42,21 @@ def _scan_whitespace(config: PipelineConfig, path: Path) -> pl.LazyFrame:
         infer_schema=False,
         new_columns=["_text"],
     ).with_row_index("_line", offset=1)
+
+
+def _scan_ndjson(path: Path) -> pl.LazyFrame:
+    """Records decoded from the file's lines, so `_line` counts blank lines as well
+    (scan_ndjson skips them); the schema is the one scan_ndjson infers."""
+    schema = pl.Struct(pl.scan_ndjson(path).collect_schema())
+    return (
+        _scan_lines(path)
+        .filter(pl.col("_text").str.strip_chars() != "")
+        .select("_line", pl.col("_text").str.json_decode(schema).struct.unnest())
+    )
+
+
+def _scan_whitespace(config: PipelineConfig, path: Path) -> pl.LazyFrame:
+    lines = _scan_lines(path)
     fields = pl.col("_text").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ")
     if config.source.has_header:
         header = lines.head(1).select(fields).collect().item()
@@ -54,13 +71,30 @@ def _scan_whitespace(config: PipelineConfig, path: Path) -> pl.LazyFrame:
     )
 
 
-def _scan_file(config: PipelineConfig, path: Path) -> pl.LazyFrame:
+def _fixed_folder(config: PipelineConfig) -> Path:
+    """The folder of the source glob up to its first wildcard."""
+    pattern = Path(config.source.path or "")
+    fixed = []
+    for part in pattern.parts[:-1]:
+        if any(c in part for c in "*?["):
+            break
+        fixed.append(part)
+    return config.base_dir.joinpath(*fixed).resolve()
+
+
+def _label(path: Path, folder: Path) -> str:
+    """The file's name in source_row: relative to the glob's fixed folder, so that
+    same-named files in different folders stay apart."""
+    return (path.relative_to(folder) if path.is_relative_to(folder) else path).as_posix()
+
+
+def _scan_file(config: PipelineConfig, path: Path, label: str) -> pl.LazyFrame:
     fmt = _format_of(config, path)
     source = config.source
     if fmt == "parquet":
         frame = pl.scan_parquet(path).with_row_index("_line", offset=1)
     elif fmt == "ndjson":
-        frame = pl.scan_ndjson(path).with_row_index("_line", offset=1)
+        frame = _scan_ndjson(path)
     elif source.delimiter == WHITESPACE:
         frame = _scan_whitespace(config, path)
     else:
@@ -70,12 +104,18 @@ def _scan_file(config: PipelineConfig, path: Path) -> pl.LazyFrame:
             has_header=source.has_header,
             quote_char=source.quote_char,
             infer_schema=False,
-        ).with_row_index("_line", offset=2 if source.has_header else 1)
+        )
+        if not source.has_header:
+            # Polars numbers unnamed columns from column_0; ours, like the whitespace format's,
+            # start at column_1.
+            names = frame.collect_schema().names()
+            frame = frame.rename({name: f"column_{i + 1}" for i, name in enumerate(names)})
+        frame = frame.with_row_index("_line", offset=2 if source.has_header else 1)
     if fmt not in ("parquet", "ndjson"):
         # In a text file a blank line is no row: every column empty.
         text = pl.all().exclude("_line").str.strip_chars().fill_null("")
         frame = frame.filter(pl.any_horizontal(text != ""))
-    return frame.with_columns(pl.lit(path.name).alias("_file"))
+    return frame.with_columns(pl.lit(label).alias("_file"))
 
 
 def _check_mapping(config: PipelineConfig, path: Path, available: list[str]) -> None:
@@ -92,23 +132,33 @@ def _check_mapping(config: PipelineConfig, path: Path, available: list[str]) -> 
         )
 
 
+def _holds_email(column: str, email_column: str | None) -> bool:
+    """The mapped email column, and any other whose name mentions mail: an unmapped email
+    column must not reach rejected_orders in clear either."""
+    return column == email_column or "mail" in column.lower()
+
+
 def scan_source_rows(config: PipelineConfig) -> pl.LazyFrame:
     """All rows of every matched file, with our column names, as text, plus provenance.
 
     Columns: the mapped fields present in the config, `source_row` ("file:line") and
-    `raw_record` (the source row as JSON). Fails before reading data when a mapped column
-    is absent from any file.
+    `raw_record` (the source row, emails redacted; `encode_raw_records` makes it JSON). Fails
+    before reading data when a mapped column is absent from any file.
     """
     frames = []
     mapping = config.source.columns
+    email_column = mapping.get("customer_email")
+    folder = _fixed_folder(config)
     for path in config.source_files():
-        frame = _scan_file(config, path)
+        frame = _scan_file(config, path, _label(path, folder))
         available = [c for c in frame.collect_schema().names() if c not in ("_line", "_file")]
         _check_mapping(config, path, available)
-        email_column = mapping.get("customer_email")
         raw_record = pl.struct(
-            [pl.lit("<redacted>").alias(c) if c == email_column else pl.col(c) for c in available]
-        ).struct.json_encode()
+            [
+                pl.lit(REDACTED).alias(c) if _holds_email(c, email_column) else pl.col(c)
+                for c in available
+            ]
+        )
         frames.append(
             frame.select(
                 *[
@@ -122,4 +172,16 @@ def scan_source_rows(config: PipelineConfig) -> pl.LazyFrame:
                 raw_record.alias("raw_record"),
             )
         )
+    # A struct costs nothing until encoded, and only rejected rows need JSON. Files of different
+    # columns are encoded here, since a concatenation would merge their structs' fields.
+    raw_types = [frame.collect_schema()["raw_record"] for frame in frames]
+    if any(raw_type != raw_types[0] for raw_type in raw_types):
+        frames = [frame.with_columns(pl.col("raw_record").struct.json_encode()) for frame in frames]
     return pl.concat(frames, how="diagonal_relaxed")
+
+
+def encode_raw_records(rows: pl.DataFrame) -> pl.DataFrame:
+    """`rows` with `raw_record` as JSON text, as the quarantine stores it."""
+    if rows.schema["raw_record"] == pl.String:
+        return rows
+    return rows.with_columns(pl.col("raw_record").struct.json_encode())

@@ -1,7 +1,8 @@
 """Types and checks the source rows: every row ends loaded, deduplicated or rejected.
 
-A load covers a window of order dates. Rows that cannot be placed in any window (no
-readable timestamp, or one far in the future) are read by every load and rejected by it.
+A load covers a window of order dates, and reads each order it touches whole: every version
+(or line) of it, wherever placed. Rows that cannot be placed in any window (no readable
+timestamp, or one far in the future) are read by every load and rejected by it.
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 
 from retention_pipeline.lib.config import PipelineConfig
+from retention_pipeline.lib.extract import encode_raw_records
 
 # Tried in order when the config names no timestamp_format; the first that parses wins.
+# Whole seconds come before the same format with a fraction: Polars reads a fixed-width
+# format several times faster, and leaves the general one only the rows it could not read.
 NAIVE_FORMATS = (
+    "%Y-%m-%d %H:%M:%S",
     "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S",
     "%Y-%m-%dT%H:%M:%S%.f",
     "%Y-%m-%d %H:%M",
     "%Y-%m-%dT%H:%M",
@@ -23,6 +29,7 @@ NAIVE_FORMATS = (
     "%Y%m%d",
 )
 AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%.fZ")
+SAMPLE_SIZE = 1000  # first values of a column that choose its formats
 REJECTED_COLUMNS = ("source_row", "raw_record", "reason_code", "reason", "order_id", "order_date")
 
 
@@ -43,21 +50,34 @@ class LoadBatch:
 
 
 def _text(name: str) -> pl.Expr:
-    value = pl.col(name).str.strip_chars()
-    return pl.when(value == "").then(None).otherwise(value)
+    return pl.col(name).str.strip_chars().replace("", None)
+
+
+def _first_non_null(exprs: list[pl.Expr]) -> pl.Expr:
+    """Like pl.coalesce, but as a when-chain: Polars then spends next to nothing on a later
+    expression where an earlier one is set, while coalesce computes each in full."""
+    first = exprs[-1]
+    for expr in reversed(exprs[:-1]):
+        first = pl.when(expr.is_not_null()).then(expr).otherwise(first)
+    return first
 
 
 def _localize(naive: pl.Expr, timezone: str) -> pl.Expr:
-    """Naive local wall time to naive UTC; a time skipped by a DST change moves one hour on."""
+    """Naive local wall time to naive UTC. An ambiguous time is the earlier instant; a time
+    skipped by a clock change reads with the offset in force before the change, as Python's
+    zoneinfo does (fold=0): the offset a day earlier, whatever the size of the change."""
     if timezone == "UTC":
         return naive
-    as_utc = [
-        expr.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
-        .dt.convert_time_zone("UTC")
-        .dt.replace_time_zone(None)
-        for expr in (naive, naive + pl.duration(hours=1))
-    ]
-    return pl.coalesce(as_utc)
+
+    def to_utc(expr: pl.Expr) -> pl.Expr:
+        return (
+            expr.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
+            .dt.convert_time_zone("UTC")
+            .dt.replace_time_zone(None)
+        )
+
+    day = pl.duration(days=1)
+    return _first_non_null([to_utc(naive), to_utc(naive - day) + day])
 
 
 def timestamp_formats(rows: pl.LazyFrame, column: str, config: PipelineConfig) -> list[str]:
@@ -65,7 +85,12 @@ def timestamp_formats(rows: pl.LazyFrame, column: str, config: PipelineConfig) -
     trying every format on every row would triple the cost of a load."""
     if config.source.timestamp_format:
         return [config.source.timestamp_format]
-    sample = rows.select(_text(column).alias("value")).drop_nulls().head(1000).collect()
+    values = rows.select(_text(column).alias("value"))
+    # A head() after two filters (blank lines, then nulls) makes Polars read a whole CSV
+    # file; after one it stops early. So look at the first rows, and further only if needed.
+    sample = values.head(10 * SAMPLE_SIZE).drop_nulls().head(SAMPLE_SIZE).collect()
+    if sample.height < SAMPLE_SIZE:
+        sample = values.drop_nulls().head(SAMPLE_SIZE).collect()
     fitting = [
         fmt
         for fmt in (*NAIVE_FORMATS, *AWARE_FORMATS)
@@ -77,20 +102,21 @@ def timestamp_formats(rows: pl.LazyFrame, column: str, config: PipelineConfig) -
 
 
 def _parse_timestamp(name: str, formats: list[str], timezone: str) -> pl.Expr:
-    value = _text(name)
+    """The stripped text in column `name` as naive UTC, by the first format that reads it."""
+    value = pl.col(name)
     naive = [f for f in formats if "%z" not in f and not f.endswith("Z")]
     aware = [f for f in formats if f not in naive]
     candidates = []
     if naive:
         parsed = [value.str.to_datetime(f, strict=False, time_unit="us") for f in naive]
-        candidates.append(_localize(pl.coalesce(parsed), timezone))
+        candidates.append(_localize(_first_non_null(parsed), timezone))
     candidates += [
         value.str.to_datetime(
             f, strict=False, time_unit="us", time_zone="UTC"
         ).dt.replace_time_zone(None)
         for f in aware
     ]
-    return pl.coalesce(candidates)
+    return _first_non_null(candidates).alias(name)
 
 
 def _number(name: str) -> pl.Expr:
@@ -103,23 +129,55 @@ def _local_date(utc: pl.Expr, timezone: str) -> pl.Expr:
     return utc.dt.replace_time_zone("UTC").dt.convert_time_zone(timezone).dt.date()
 
 
-def _first_failure(checks: list[tuple[pl.Expr, str, pl.Expr]]) -> tuple[pl.Expr, pl.Expr]:
-    """(reason_code, reason) of the first failing check, null when all pass."""
-    code = pl.lit(None, dtype=pl.String)
-    text = pl.lit(None, dtype=pl.String)
-    for failed, reason_code, reason in reversed(checks):
-        code = pl.when(failed).then(pl.lit(reason_code)).otherwise(code)
-        text = pl.when(failed).then(reason).otherwise(text)
-    return code, text
+Check = tuple[pl.Expr, str, pl.Expr]  # (failed, reason_code, reason)
 
 
-def _typed_rows(rows: pl.LazyFrame, config: PipelineConfig) -> pl.LazyFrame:
-    columns = config.source.columns
+def _reason_code(checks: list[Check]) -> pl.Expr:
+    """The code of the first failing check, null when all pass."""
+    return pl.coalesce([pl.when(failed).then(pl.lit(code)) for failed, code, _ in checks])
+
+
+def _reason(checks: list[Check]) -> pl.Expr:
+    """The text of the first failing check. Formatting is costly, so it is made for the
+    rejected rows only."""
+    return pl.coalesce([pl.when(failed).then(reason) for failed, _, reason in checks])
+
+
+def _dated_rows(rows: pl.LazyFrame, config: PipelineConfig) -> pl.LazyFrame:
+    """The rows numbered in reading order, with order_id and the timestamps typed: what a
+    load window needs. The other columns stay as read."""
     present = set(rows.collect_schema().names())
-    optional_text = {
-        c: _text(c) if c in present else pl.lit(None, dtype=pl.String)
-        for c in ("status", "currency", "channel", "customer_email", "updated_at")
-    }
+    order_id = pl.col("source_row") if config.source.generate_order_id else _text("order_id")
+    timestamps = [c for c in ("ordered_at", "updated_at") if c in present]
+    dated = (
+        rows.with_row_index("_seq")
+        # Raw text kept to tell an empty value from an unreadable one. The stripped text gets
+        # a column of its own: only then do later formats skip the rows earlier ones read.
+        .with_columns(
+            *[pl.col(c).alias(f"_raw_{c}") for c in timestamps],
+            *[_text(c).alias(c) for c in timestamps],
+        )
+        .with_columns(
+            order_id.alias("order_id"),
+            *[
+                _parse_timestamp(c, timestamp_formats(rows, c, config), config.source_timezone)
+                for c in timestamps
+            ],
+        )
+    )
+    if "updated_at" not in present:
+        dated = dated.with_columns(pl.lit(None, dtype=pl.Datetime("us")).alias("updated_at"))
+    return dated
+
+
+def _typed_rows(dated: pl.LazyFrame, config: PipelineConfig) -> pl.LazyFrame:
+    """`_dated_rows` with the other fields typed."""
+    columns = config.source.columns
+    present = set(dated.collect_schema().names())
+
+    def optional_text(name: str) -> pl.Expr:
+        return _text(name) if name in present else pl.lit(None, dtype=pl.String)
+
     if config.source.line_items:
         if "line_amount" in columns:
             amount = _number("line_amount")
@@ -128,50 +186,27 @@ def _typed_rows(rows: pl.LazyFrame, config: PipelineConfig) -> pl.LazyFrame:
     else:
         amount = _number("amount")
     refunded = _number("refunded_amount") if "refunded_amount" in present else pl.lit(None)
-    order_id = pl.col("source_row") if config.source.generate_order_id else _text("order_id")
-    return rows.with_row_index("_seq").select(
-        "_seq",
-        "source_row",
-        "raw_record",
-        order_id.alias("order_id"),
+    return dated.with_columns(
         _text("customer_id").alias("customer_id"),
-        _parse_timestamp(
-            "ordered_at", timestamp_formats(rows, "ordered_at", config), config.source_timezone
-        ).alias("ordered_at"),
-        (
-            _parse_timestamp(
-                "updated_at", timestamp_formats(rows, "updated_at", config), config.source_timezone
-            )
-            if "updated_at" in present
-            else pl.lit(None, dtype=pl.Datetime("us"))
-        ).alias("updated_at"),
         amount.alias("amount"),
         refunded.cast(pl.Float64).alias("refunded_amount"),
-        optional_text["status"].str.to_lowercase().alias("status"),
-        optional_text["currency"]
+        optional_text("status").str.to_lowercase().alias("status"),
+        optional_text("currency")
         .str.to_uppercase()
         .fill_null(config.reporting_currency)
         .alias("currency"),
-        optional_text["channel"].alias("channel"),
-        optional_text["customer_email"].str.to_lowercase().alias("customer_email"),
-        # Raw text kept to tell an empty value from an unreadable one.
+        optional_text("channel").alias("channel"),
+        optional_text("customer_email").str.to_lowercase().alias("customer_email"),
+        # Raw text kept, as for the timestamps.
         *[
-            _text(c).alias(f"_raw_{c}")
-            for c in (
-                "ordered_at",
-                "updated_at",
-                "amount",
-                "refunded_amount",
-                "quantity",
-                "unit_price",
-                "line_amount",
-            )
+            pl.col(c).alias(f"_raw_{c}")
+            for c in ("amount", "refunded_amount", "quantity", "unit_price", "line_amount")
             if c in present
         ],
     )
 
 
-def _parse_checks(config: PipelineConfig, present: set[str]) -> list[tuple[pl.Expr, str, pl.Expr]]:
+def _parse_checks(config: PipelineConfig, present: set[str]) -> list[Check]:
     columns = config.source.columns
     amount_fields = (
         [f for f in ("line_amount", "quantity", "unit_price") if f in columns]
@@ -199,7 +234,7 @@ def _parse_checks(config: PipelineConfig, present: set[str]) -> list[tuple[pl.Ex
             pl.format(
                 "ordered_at '{}' (source column '{}') is not a timestamp; set "
                 "source.timestamp_format if the file uses another format",
-                pl.col("_raw_ordered_at").fill_null(""),
+                _text("_raw_ordered_at").fill_null(""),
                 pl.lit(columns["ordered_at"]),
             ),
         ),
@@ -207,11 +242,11 @@ def _parse_checks(config: PipelineConfig, present: set[str]) -> list[tuple[pl.Ex
     if "updated_at" in present:
         checks.append(
             (
-                pl.col("updated_at").is_null() & pl.col("_raw_updated_at").is_not_null(),
+                pl.col("updated_at").is_null() & _text("_raw_updated_at").is_not_null(),
                 "unparseable_updated_at",
                 pl.format(
                     "updated_at '{}' (source column '{}') is not a timestamp",
-                    pl.col("_raw_updated_at"),
+                    _text("_raw_updated_at"),
                     pl.lit(columns.get("updated_at")),
                 ),
             )
@@ -223,7 +258,7 @@ def _parse_checks(config: PipelineConfig, present: set[str]) -> list[tuple[pl.Ex
             pl.format(
                 "{} is not a number (source columns: {})",
                 pl.concat_str(
-                    [pl.col(f"_raw_{f}").fill_null("''") for f in amount_fields], separator=" / "
+                    [_text(f"_raw_{f}").fill_null("''") for f in amount_fields], separator=" / "
                 ),
                 pl.lit(", ".join(f"{f}='{columns[f]}'" for f in amount_fields)),
             ),
@@ -232,15 +267,15 @@ def _parse_checks(config: PipelineConfig, present: set[str]) -> list[tuple[pl.Ex
     if "refunded_amount" in present:
         checks.append(
             (
-                pl.col("refunded_amount").is_null() & pl.col("_raw_refunded_amount").is_not_null(),
+                pl.col("refunded_amount").is_null() & _text("_raw_refunded_amount").is_not_null(),
                 "unparseable_amount",
-                pl.format("refunded_amount '{}' is not a number", pl.col("_raw_refunded_amount")),
+                pl.format("refunded_amount '{}' is not a number", _text("_raw_refunded_amount")),
             )
         )
     return checks
 
 
-def _value_checks(config: PipelineConfig, now: datetime) -> list[tuple[pl.Expr, str, pl.Expr]]:
+def _value_checks(config: PipelineConfig, now: datetime) -> list[Check]:
     horizon = _future_horizon(config, now)
     refunded = pl.col("refunded_amount").fill_null(0)
     return [
@@ -282,21 +317,26 @@ def _future_horizon(config: PipelineConfig, now: datetime) -> datetime:
     )
 
 
-def _unplaceable(horizon: datetime) -> pl.Expr:
-    """Rows no daily window can hold: no readable ordered_at, or one far in the future."""
-    return pl.col("ordered_at").is_null() | (pl.col("ordered_at") > horizon)
+def _unplaceable(placed_at: pl.Expr, horizon: datetime) -> pl.Expr:
+    """Rows no daily window can hold: no readable timestamp, or one far in the future."""
+    return placed_at.is_null() | (placed_at > horizon)
 
 
 def _in_window(window: LoadWindow, reporting_timezone: str, horizon: datetime) -> pl.Expr:
-    order_date = _local_date(pl.col("ordered_at"), reporting_timezone)
+    """Rows placed in the window (or nowhere), and versions of an order changed in it. A row
+    without order_id is no version: it stays with its day, the only key that replaces it."""
+    placed_at = pl.col("_placed_at")
+    order_date = _local_date(placed_at, reporting_timezone)
     updated_date = _local_date(pl.col("updated_at"), reporting_timezone)
     after_first = pl.lit(True) if window.first is None else order_date >= window.first
     changed_in_window = (
         pl.lit(False)
         if window.first is None
-        else (updated_date >= window.first) & (updated_date <= window.last)
+        else (updated_date >= window.first)
+        & (updated_date <= window.last)
+        & pl.col("order_id").is_not_null()
     )
-    return _unplaceable(horizon) | (
+    return _unplaceable(placed_at, horizon) | (
         (order_date <= window.last) & (after_first | changed_in_window.fill_null(False))
     )
 
@@ -315,12 +355,53 @@ ORDER_FIELDS = (
 )
 
 
-def _aggregate_lines(lines: pl.LazyFrame) -> pl.LazyFrame:
+def _touched_rows(
+    rows: pl.LazyFrame, window: LoadWindow, reporting_timezone: str, horizon: datetime
+) -> pl.LazyFrame:
+    """The window's rows and every other version (or line) of their orders: a load replaces
+    an order whole, so the result does not depend on which loads ran, or in which order."""
+    in_window = pl.col("_in_window")
+    # As a number: max over groups is several times faster than any() on booleans.
+    order_in_window = in_window.cast(pl.UInt8).max().over("order_id") == 1
+    return rows.with_columns(
+        _in_window(window, reporting_timezone, horizon).alias("_in_window")
+    ).filter(pl.when(pl.col("order_id").is_null()).then(in_window).otherwise(order_in_window))
+
+
+def _read_rows(
+    rows: pl.LazyFrame,
+    config: PipelineConfig,
+    window: LoadWindow,
+    horizon: datetime,
+    row_checks: list[Check],
+) -> pl.LazyFrame:
+    """The rows the window's load reads, typed, with `reason_code` of the first failing row
+    check (null when all pass) and `_placed_at`, the timestamp that places the row."""
+    timezone = config.reporting_timezone
+    dated = _dated_rows(rows, config)
+    ordered_at = pl.col("ordered_at")
+    if config.source.line_items:
+        # An order lies where its earliest good line does, so the window takes it whole.
+        good = pl.col("reason_code").is_null()
+        earliest_good = ordered_at.filter(good).min().over("order_id")
+        checked = _typed_rows(dated, config).with_columns(
+            _reason_code(row_checks).alias("reason_code")
+        )
+        placed = checked.with_columns(
+            pl.when(good).then(earliest_good).otherwise(ordered_at).alias("_placed_at")
+        )
+        return _touched_rows(placed, window, timezone, horizon)
+    # A row lies where its own ordered_at does, so the window is cut before the typing.
+    placed = dated.with_columns(ordered_at.alias("_placed_at"))
+    touched = _touched_rows(placed, window, timezone, horizon)
+    return _typed_rows(touched, config).with_columns(_reason_code(row_checks).alias("reason_code"))
+
+
+def _aggregate_lines(lines: pl.DataFrame) -> pl.DataFrame:
     """Order lines to orders: amounts add up, the earliest line's timestamp is the order's."""
     return lines.group_by("order_id").agg(
         pl.col("_seq").min(),
         pl.col("source_row").first(),
-        pl.col("raw_record").first(),
         pl.col("customer_id").first(),
         pl.col("ordered_at").min(),
         pl.col("updated_at").max(),
@@ -331,10 +412,37 @@ def _aggregate_lines(lines: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _resolve_versions(orders: pl.DataFrame) -> tuple[pl.DataFrame, int, pl.DataFrame]:
-    """Newest version of each order_id wins; returns (winners, deduplicated, conflicts)."""
+def _orders_of_lines(
+    lines: pl.DataFrame, value_checks: list[Check]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Good lines to orders, checked: (loaded orders, verdicts on the lines of the rest)."""
+    orders = _aggregate_lines(lines).with_columns(_reason_code(value_checks).alias("reason_code"))
+    good = pl.col("reason_code").is_null()
+    rejected = orders.filter(~good).select(
+        "order_id", "reason_code", _reason(value_checks).alias("reason")
+    )
+    verdicts = lines.join(rejected, on="order_id").select("_seq", "reason_code", "reason")
+    return orders.filter(good), verdicts
+
+
+def _shares_order_id(order_id: pl.Series) -> pl.Series:
+    """Whether another row has the row's order_id, or at least its hash: a collision only
+    sends an order through the exact ranking. Sorting hashes is much faster than grouping
+    the strings, and most orders have one row."""
+    hashes = order_id.hash()
+    ordered = hashes.sort()
+    return hashes.is_in(ordered.filter(ordered == ordered.shift(1)).implode())
+
+
+def _resolve_versions(
+    orders: pl.DataFrame, is_good: pl.Series
+) -> tuple[pl.DataFrame, int, pl.DataFrame]:
+    """Newest good version of each order_id wins: (winners, deduplicated, verdicts on
+    conflicts). Only repeated order_ids are ranked: sorting every row would cost."""
+    repeated = _shares_order_id(orders["order_id"])
     ranked = (
-        orders.sort(["order_id", "updated_at", "_seq"], nulls_last=False)
+        orders.filter(is_good & repeated)
+        .sort(["order_id", "updated_at", "_seq"], nulls_last=False)
         .with_columns(pl.struct(list(ORDER_FIELDS)).hash().alias("_content"))
         .with_columns(
             (pl.col("_seq") == pl.col("_seq").last().over("order_id")).alias("_newest"),
@@ -346,75 +454,71 @@ def _resolve_versions(orders: pl.DataFrame) -> tuple[pl.DataFrame, int, pl.DataF
     same_time = (pl.col("updated_at") == pl.col("_newest_updated_at")) | (
         pl.col("updated_at").is_null() & pl.col("_newest_updated_at").is_null()
     )
-    conflict = older.filter(same_time & (pl.col("_content") != pl.col("_newest_content")))
-    winners = ranked.filter(pl.col("_newest"))
-    return winners, older.height - conflict.height, conflict
+    conflicts = older.filter(same_time & (pl.col("_content") != pl.col("_newest_content")))
+    winners = pl.concat(
+        [
+            orders.filter(is_good & ~repeated),
+            ranked.filter(pl.col("_newest")).select(orders.columns),
+        ]
+    )
+    verdicts = conflicts.select(
+        "_seq",
+        pl.lit("duplicate_conflict").alias("reason_code"),
+        pl.format(
+            "order_id {} appears again with the same updated_at but different content; "
+            "the row read last was kept",
+            pl.col("order_id"),
+        ).alias("reason"),
+    )
+    return winners, older.height - conflicts.height, verdicts
 
 
 def validate(
     rows: pl.LazyFrame, config: PipelineConfig, window: LoadWindow, now: datetime
 ) -> LoadBatch:
-    present = set(rows.collect_schema().names())
-    typed = _typed_rows(rows, config)
+    """Types and checks the rows that the window's load reads (see `_touched_rows`): each
+    ends in `orders` (newest version per order_id), in `rejected`, or deduplicated."""
+    horizon = _future_horizon(config, now)
+    timezone = config.reporting_timezone
+    parse_checks = _parse_checks(config, set(rows.collect_schema().names()))
+    value_checks = _value_checks(config, now)
+    # A line's values are checked once its order is whole; a row's at once.
     line_mode = config.source.line_items
-    parse_code, parse_reason = _first_failure(_parse_checks(config, present))
-    value_code, value_reason = _first_failure(_value_checks(config, now))
-    typed = typed.with_columns(parse_code.alias("reason_code"), parse_reason.alias("reason"))
-    if not line_mode:
-        typed = typed.with_columns(
-            pl.coalesce("reason_code", value_code).alias("reason_code"),
-            pl.coalesce("reason", value_reason).alias("reason"),
-        )
-    rows_in_window = typed.filter(
-        _in_window(window, config.reporting_timezone, _future_horizon(config, now))
-    ).collect()
-    # Line mode places an order by its earliest line, so the window applies to whole orders.
+    row_checks = parse_checks if line_mode else parse_checks + value_checks
+    read = _read_rows(rows, config, window, horizon, row_checks).collect()
+
+    is_good = read["reason_code"].is_null()
+    fields = read.select("_seq", "source_row", *ORDER_FIELDS)
     if line_mode:
-        good_lines = rows_in_window.filter(pl.col("reason_code").is_null())
-        orders = (
-            _aggregate_lines(good_lines.lazy())
-            .with_columns(value_code.alias("reason_code"), value_reason.alias("reason"))
-            .collect()
-        )
-        bad_orders = orders.filter(pl.col("reason_code").is_not_null())
-        line_rejects = good_lines.drop("reason_code", "reason").join(
-            bad_orders.select("order_id", "reason_code", "reason"), on="order_id"
-        )
-        rejected = pl.concat(
-            [rows_in_window.filter(pl.col("reason_code").is_not_null()), line_rejects],
-            how="diagonal_relaxed",
-        )
-        loaded = orders.filter(pl.col("reason_code").is_null())
+        loaded, verdicts = _orders_of_lines(fields.filter(is_good), value_checks)
         deduplicated = 0
     else:
-        loaded, deduplicated, conflicts = _resolve_versions(
-            rows_in_window.filter(pl.col("reason_code").is_null())
-        )
-        conflicts = conflicts.with_columns(
-            pl.lit("duplicate_conflict").alias("reason_code"),
-            pl.format(
-                "order_id {} appears again with the same updated_at but different content; "
-                "the row read last was kept",
-                pl.col("order_id"),
-            ).alias("reason"),
-        )
-        rejected = pl.concat(
-            [rows_in_window.filter(pl.col("reason_code").is_not_null()), conflicts],
-            how="diagonal_relaxed",
-        )
+        loaded, deduplicated, verdicts = _resolve_versions(fields, is_good)
         loaded = loaded.with_columns(pl.lit(1, dtype=pl.UInt32).alias("line_count"))
-    placeable = ~_unplaceable(_future_horizon(config, now))
-    rejected = rejected.with_columns(
-        pl.when(placeable)
-        .then(_local_date(pl.col("ordered_at"), config.reporting_timezone))
-        .alias("order_date")
-    ).select(REJECTED_COLUMNS)
-    loaded = loaded.with_columns(
-        _local_date(pl.col("ordered_at"), config.reporting_timezone).alias("order_date")
-    ).select(*ORDER_FIELDS, "order_date", "line_count", "source_row")
+    # Reasons are formatted, and raw records encoded, for the rejected rows only.
+    rows_of_verdicts = read.filter(pl.col("_seq").is_in(verdicts["_seq"].implode()))
+    placed_at = pl.col("_placed_at")
+    rejected = (
+        pl.concat(
+            [
+                read.filter(~is_good).with_columns(_reason(row_checks).alias("reason")),
+                rows_of_verdicts.drop("reason_code").join(verdicts, on="_seq"),
+            ],
+            how="diagonal",
+        )
+        .sort("_seq")
+        .with_columns(
+            pl.when(~_unplaceable(placed_at, horizon))
+            .then(_local_date(placed_at, timezone))
+            .alias("order_date")
+        )
+        .select(REJECTED_COLUMNS)
+    )
     return LoadBatch(
-        orders=loaded,
-        rejected=rejected,
-        rows_read=rows_in_window.height,
+        orders=loaded.with_columns(
+            _local_date(pl.col("ordered_at"), timezone).alias("order_date")
+        ).select(*ORDER_FIELDS, "order_date", "line_count", "source_row"),
+        rejected=encode_raw_records(rejected),
+        rows_read=read.height,
         rows_deduplicated=deduplicated,
     )
