@@ -79,7 +79,8 @@ def _config(orders: int, data: Path) -> Path:
 
 
 def _floor_seconds(data: Path) -> float:
-    con = duckdb.connect(config={"enable_progress_bar": False})
+    con = duckdb.connect()
+    con.execute("set enable_progress_bar = false")
     started = time.perf_counter()
     con.execute(FLOOR_QUERY, {"path": str(data)}).fetchall()
     elapsed = time.perf_counter() - started
