@@ -42,6 +42,8 @@ BASE_KEYS = list(ref.CUSTOMER_BASE_DAILY_KEYS)
 MONEY_COLUMNS = (
     "net_amount",
     "net_revenue",
+    "new_revenue",
+    "returning_revenue",
     "cumulative_net_revenue",
     "cumulative_revenue_per_customer",
 )
@@ -271,8 +273,12 @@ def without_future_orders(raw: pl.DataFrame, now: datetime | None = None) -> pl.
     return raw.filter(ordered_at.is_null() | (ordered_at <= horizon))
 
 
-def reference_orders(raw: pl.DataFrame, as_of: date | None = None) -> pl.DataFrame:
-    return ref.valid_orders_from_raw(without_future_orders(raw), as_of=as_of)
+def reference_orders(
+    raw: pl.DataFrame, as_of: date | None = None, keep_ordered_at: bool = False
+) -> pl.DataFrame:
+    return ref.valid_orders_from_raw(
+        without_future_orders(raw), as_of=as_of, keep_ordered_at=keep_ordered_at
+    )
 
 
 def assert_same_cells(

@@ -104,7 +104,30 @@ CUSTOMER_BASE_DAILY_SCHEMA = {
     "active_end": pl.Int64,
 }
 
+KPI_SCHEMA = {
+    "grain": pl.Utf8,
+    "period_start": pl.Date,
+    "orders": pl.Int64,
+    "net_revenue": pl.Float64,
+    "buying_customers": pl.Int64,
+    "new_customers": pl.Int64,
+    "returning_customers": pl.Int64,
+    "new_orders": pl.Int64,
+    "returning_orders": pl.Int64,
+    "new_revenue": pl.Float64,
+    "returning_revenue": pl.Float64,
+    "returning_revenue_share": pl.Float64,
+    "aov": pl.Float64,
+    "purchase_frequency": pl.Float64,
+    "active_customers": pl.Int64,
+    "arpu": pl.Float64,
+    "arppu": pl.Float64,
+    "repeat_purchase_rate": pl.Float64,
+    "simple_ltv": pl.Float64,
+    "is_complete": pl.Boolean,
+}
 COHORT_RETENTION_KEYS = ["grain", "cohort_start", "period_number"]
+KPI_KEYS = ["grain", "period_start"]
 RETENTION_RATES_KEYS = ["grain", "period_start", "base"]
 CUSTOMER_BASE_DAILY_KEYS = ["activity_date"]
 
@@ -265,8 +288,10 @@ def valid_orders_from_raw(
     excluded_statuses: Iterable[str] = DEFAULT_EXCLUDED_STATUSES,
     reporting_currency: str = "USD",
     as_of: date | None = None,
+    keep_ordered_at: bool = False,
 ) -> pl.DataFrame:
-    """The valid orders (customer_id, order_id, order_date, net_amount) of raw order rows.
+    """The valid orders (customer_id, order_id, order_date, net_amount, and with
+    `keep_ordered_at` the naive source `ordered_at`) of raw order rows.
 
     1. Drop bad rows: empty order_id or customer_id (null or blank), unparseable ordered_at,
        unparseable amount, unparseable non-empty refunded_amount, negative amount, refund
@@ -327,11 +352,8 @@ def valid_orders_from_raw(
     )
     if as_of is not None:
         orders = orders.filter(pl.col("order_date") <= as_of)
-    return (
-        orders.select(list(VALID_ORDERS_SCHEMA))
-        .cast(VALID_ORDERS_SCHEMA)
-        .sort("order_id", "customer_id")
-    )
+    schema = {**VALID_ORDERS_SCHEMA, **({"ordered_at": pl.Datetime} if keep_ordered_at else {})}
+    return orders.select(list(schema)).cast(schema).sort("order_id", "customer_id")
 
 
 # --------------------------------------------------------------------------------------------
@@ -626,3 +648,99 @@ def customer_base_daily(orders: pl.DataFrame, as_of: date, window_days: int) -> 
         .cast(CUSTOMER_BASE_DAILY_SCHEMA)
         .sort(CUSTOMER_BASE_DAILY_KEYS)
     )
+
+
+def kpis(
+    orders: pl.DataFrame, as_of: date, window_days: int, gross_margin: float = 1.0
+) -> pl.DataFrame:
+    """The KPI measures per grain (day to year) and period, from the first order's period to
+    the one holding `as_of` (kpi_daily is the day grain, kpi_periodic the others).
+
+    `orders` also needs `order_id` and `ordered_at`: a customer's first order is the earliest
+    by ordered_at, then order_id. New customers: first order date in the period; new orders
+    and revenue: first orders; the rest is returning. Measured at the effective end (period
+    end, or as_of while open): active customers (window base), for ARPU, and the repeat
+    purchase rate (customers with 2+ orders to date / customers to date). Simple LTV = ARPU x
+    gross_margin / the window-base churn rate of the same period (day: churned/active_start).
+    """
+    orders = orders.filter(pl.col("order_date") <= as_of).with_columns(
+        pl.col("net_amount").cast(pl.Float64)
+    )
+    ranked = orders.sort("ordered_at", "order_id").with_columns(
+        rank=pl.int_range(pl.len()).over("customer_id")
+    )
+    orders = ranked.with_columns(is_first=pl.col("rank") == 0)
+    first_dates = ranked.filter(pl.col("rank") == 0)["order_date"].sort()
+    second_dates = ranked.filter(pl.col("rank") == 1)["order_date"].sort()
+    daily = customer_base_daily(orders, as_of, window_days)
+    active = daily.select(effective_end="activity_date", active_customers="active_end")
+    churn = retention_rates(orders, as_of, window_days).filter(pl.col("base") == "window")
+    day_churn = daily.select(
+        period_start="activity_date", churn_rate=_ratio("churned_customers", "active_start")
+    )
+    frames = []
+    for grain in ALL_GRAINS:
+        periods = _rate_periods(first_dates.min(), as_of, grain)
+        ends = periods["effective_end"]
+        periods = periods.with_columns(
+            customers_to_date=pl.Series(first_dates.search_sorted(ends, side="right")),
+            repeat_to_date=pl.Series(second_dates.search_sorted(ends, side="right")),
+        )
+        measures = (
+            orders.with_columns(period_start=period_start_expr(pl.col("order_date"), grain))
+            .group_by("period_start")
+            .agg(
+                orders=_count(pl.len()),
+                net_revenue=pl.col("net_amount").sum(),
+                buying_customers=_count(pl.col("customer_id").n_unique()),
+                new_orders=_count(pl.col("is_first").sum()),
+                new_revenue=pl.col("net_amount").filter(pl.col("is_first")).sum(),
+            )
+        )
+        new_customers = (
+            first_dates.to_frame("first_date")
+            .group_by(period_start=period_start_expr(pl.col("first_date"), grain))
+            .agg(new_customers=_count(pl.len()))
+        )
+        churn_rates = (
+            day_churn
+            if grain == "day"
+            else churn.filter(pl.col("grain") == grain).select("period_start", "churn_rate")
+        )
+        table = (
+            periods.join(measures, on="period_start", how="left")
+            .join(new_customers, on="period_start", how="left")
+            .join(active, on="effective_end", how="left")
+            .join(churn_rates, on="period_start", how="left")
+            .with_columns(
+                pl.col(
+                    "orders",
+                    "net_revenue",
+                    "buying_customers",
+                    "new_orders",
+                    "new_revenue",
+                    "new_customers",
+                    "active_customers",
+                ).fill_null(0)
+            )  # fmt: skip
+            .with_columns(
+                returning_customers=pl.col("buying_customers") - pl.col("new_customers"),
+                returning_orders=pl.col("orders") - pl.col("new_orders"),
+                returning_revenue=pl.col("net_revenue") - pl.col("new_revenue"),
+                aov=_ratio("net_revenue", "orders"),
+                purchase_frequency=_ratio("orders", "buying_customers"),
+                arpu=_ratio("net_revenue", "active_customers"),
+                arppu=_ratio("net_revenue", "buying_customers"),
+                repeat_purchase_rate=_ratio("repeat_to_date", "customers_to_date"),
+            )
+            .with_columns(
+                returning_revenue_share=_ratio("returning_revenue", "net_revenue"),
+                simple_ltv=pl.when(pl.col("churn_rate") > 0).then(
+                    pl.col("arpu") * gross_margin / pl.col("churn_rate")
+                ),
+                grain=pl.lit(grain),
+                is_complete=pl.col("period_end") <= as_of,
+            )
+        )
+        frames.append(table.select(list(KPI_SCHEMA)).cast(KPI_SCHEMA))
+    return pl.concat(frames).sort(KPI_KEYS)

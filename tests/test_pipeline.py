@@ -322,6 +322,21 @@ def test_customer_base_daily_matches_the_reference(base, base_orders):
     assert_same_cells(actual, expected, ref.CUSTOMER_BASE_DAILY_KEYS, "customer_base_daily")
 
 
+@pytest.mark.parametrize("grain", ref.ALL_GRAINS)
+def test_kpis_match_the_reference(base, grain):
+    as_of = as_of_of(base.warehouse)
+    orders = reference_orders(base.raw(), as_of, keep_ordered_at=True)
+    expected = ref.kpis(orders, as_of, WINDOW_DAYS).filter(pl.col("grain") == grain)
+    if grain == "day":
+        daily = read_table(base.warehouse, "kpi_daily")
+        actual = daily.rename({"activity_date": "period_start"}).with_columns(grain=pl.lit("day"))
+    else:
+        actual = read_table(base.warehouse, "kpi_periodic").filter(pl.col("grain") == grain)
+    assert expected.height > 1
+    assert expected["simple_ltv"].drop_nulls().len() > 0
+    assert_same_cells(actual, expected, ref.KPI_KEYS, f"kpis {grain}")
+
+
 def test_every_row_is_accounted_for(base):
     (audit,) = read_table(base.warehouse, "load_audit").to_dicts()
     assert audit["status"] == "succeeded"
@@ -416,6 +431,19 @@ def test_identities_hold_on_small_shops(tmp_path_factory, customers, seed, windo
     sizes = first.group_by("grain").agg(pl.col("cohort_customers").sum())
     assert sorted(sizes["grain"]) == sorted(ref.COHORT_GRAINS)
     assert (sizes["cohort_customers"] == customers_total).all()
+
+    # KPIs agree with the other marts: buyers are the activity base's E and N, active
+    # customers the window base's E, and every valid order counts once per grain.
+    kpi = read_table(run.warehouse, "kpi_periodic")
+    joined = kpi.join(rates, on=["grain", "period_start"])
+    activity_rows = joined.filter(pl.col("base") == "activity")
+    assert (activity_rows["buying_customers"] == activity_rows["customers_end"]).all()
+    assert (activity_rows["new_customers"] == activity_rows["new_customers_right"]).all()
+    window_rows = joined.filter(pl.col("base") == "window")
+    assert (window_rows["active_customers"] == window_rows["customers_end"]).all()
+    orders_total = read_table(run.warehouse, "fct_orders").height
+    assert (kpi.group_by("grain").agg(pl.col("orders").sum())["orders"] == orders_total).all()
+    assert read_table(run.warehouse, "kpi_daily")["orders"].sum() == orders_total
 
     # The window is the configured one: the window base agrees with the reference for it.
     as_of = as_of_of(run.warehouse)

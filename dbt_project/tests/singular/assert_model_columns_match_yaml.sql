@@ -16,6 +16,9 @@
 -- depends_on: {{ ref('cohort_retention_wide') }}
 -- depends_on: {{ ref('retention_rates') }}
 -- depends_on: {{ ref('customer_base_daily') }}
+-- depends_on: {{ ref('int_kpis__periods') }}
+-- depends_on: {{ ref('kpi_periodic') }}
+-- depends_on: {{ ref('kpi_daily') }}
 -- depends_on: {{ ref('load_audit') }}
 -- depends_on: {{ ref('rejected_orders') }}
 {% set problems = [] %}
