@@ -23,7 +23,8 @@ JOB = "retention_nightly"
 RAW_ASSETS = {"raw/orders", "raw/rejected_orders", "raw/load_audit"}
 MART_ASSETS = {
     "fct_orders", "dim_customers", "cohort_retention", "cohort_retention_wide",
-    "retention_rates", "customer_base_daily", "rejected_orders", "load_audit",
+    "retention_rates", "customer_base_daily", "kpi_periodic", "kpi_daily",
+    "rejected_orders", "load_audit",
 }  # fmt: skip
 
 

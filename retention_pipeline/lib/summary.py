@@ -11,6 +11,8 @@ SUMMARY_TABLES = (
     "cohort_retention",
     "retention_rates",
     "customer_base_daily",
+    "kpi_periodic",
+    "kpi_daily",
     "rejected_orders",
     "load_audit",
 )
