@@ -18,6 +18,15 @@ def file_source(directory: Path, path: str, columns: dict[str, str], **options):
     return parse_config(raw, directory)
 
 
+def headerless_text_source(directory: Path, path: str, columns: dict[str, str] | None = None):
+    """A whitespace-separated file without header or order ids, CDNOW's layout: columns
+    column_1 (customer), column_2 (date) and column_4 (amount) unless `columns` says."""
+    columns = columns or {"customer_id": "column_1", "ordered_at": "column_2", "amount": "column_4"}
+    return file_source(
+        directory, path, columns, delimiter="whitespace", has_header=False, generate_order_id=True
+    )
+
+
 _SOURCE_KEYS = {
     "name", "format", "delimiter", "has_header", "quote_char", "timestamp_format",
     "timezone", "line_items", "generate_order_id",

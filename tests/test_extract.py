@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from conftest import file_source, load_batch, write_lines
+from conftest import file_source, headerless_text_source, load_batch, write_lines
 
 from retention_pipeline.lib.config import ConfigError
 from retention_pipeline.lib.extract import (
@@ -233,16 +233,7 @@ def test_whitespace_line_numbers_survive_blank_lines(tmp_path):
     write_lines(
         tmp_path / "w.txt", " c1 20240105 1 5.00", "", " c2 20240106 1 6.00", "", newline="\r\n"
     )
-    batch = load_batch(
-        file_source(
-            tmp_path,
-            "w.txt",
-            {"customer_id": "column_1", "ordered_at": "column_2", "amount": "column_4"},
-            delimiter="whitespace",
-            has_header=False,
-            generate_order_id=True,
-        )
-    )
+    batch = load_batch(headerless_text_source(tmp_path, "w.txt"))
     assert sorted(batch.orders["source_row"]) == ["w.txt:1", "w.txt:3"]
     assert batch.rejected.is_empty()
     assert batch.rows_read == 2
@@ -286,13 +277,10 @@ def test_the_whitespace_format_reads_the_cdnow_master_file_with_header(tmp_path)
 
 def test_the_whitespace_format_without_header(tmp_path):
     shutil.copy(FIXTURES / "cdnow_sample_head.txt", tmp_path / "CDNOW_sample.txt")
-    config = file_source(
+    config = headerless_text_source(
         tmp_path,
         "CDNOW_sample.txt",
         {"customer_id": "column_1", "ordered_at": "column_3", "amount": "column_5"},
-        delimiter="whitespace",
-        has_header=False,
-        generate_order_id=True,
     )
     rows = scan_source_rows(config).collect()
     assert rows["source_row"].to_list() == [f"CDNOW_sample.txt:{n}" for n in (1, 2, 3)]
@@ -332,16 +320,7 @@ def test_the_whitespace_format_reads_tabs_runs_of_spaces_and_short_rows(tmp_path
 def test_same_named_files_in_different_folders_stay_apart(tmp_path):
     write_lines(tmp_path / "exports" / "2024-01" / "orders.txt", " 00001 20240105 1 10.00")
     write_lines(tmp_path / "exports" / "2024-02" / "orders.txt", " 00002 20240203 1 20.00")
-    batch = load_batch(
-        file_source(
-            tmp_path,
-            "exports/*/orders.txt",
-            {"customer_id": "column_1", "ordered_at": "column_2", "amount": "column_4"},
-            delimiter="whitespace",
-            has_header=False,
-            generate_order_id=True,
-        )
-    )
+    batch = load_batch(headerless_text_source(tmp_path, "exports/*/orders.txt"))
     assert batch.rejected.is_empty()
     assert sorted(batch.orders["customer_id"]) == ["00001", "00002"]
     assert len(set(batch.orders["source_row"])) == 2

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
-from conftest import LOAD_NOW, file_source, load_batch, write_lines
+from conftest import LOAD_NOW, file_source, headerless_text_source, load_batch, write_lines
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -298,14 +298,7 @@ def test_a_bad_newest_version_leaves_the_last_good_version_in_force(tmp_path):
 
 def test_generated_order_ids_never_collide(tmp_path):
     write_lines(tmp_path / "w.txt", " c1 20240105 1 5.00", " c1 20240105 1 5.00")
-    config = file_source(
-        tmp_path,
-        "w.txt",
-        {"customer_id": "column_1", "ordered_at": "column_2", "amount": "column_4"},
-        delimiter="whitespace",
-        has_header=False,
-        generate_order_id=True,
-    )
+    config = headerless_text_source(tmp_path, "w.txt")
     batch = load_batch(config)
     # Two identical purchases on one day are two orders, keyed by file and line.
     assert sorted(batch.orders["order_id"]) == ["w.txt:1", "w.txt:2"]

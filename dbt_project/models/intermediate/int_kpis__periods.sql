@@ -131,6 +131,7 @@ measures as (
         cast(coalesce(buyers.new_customers, 0) as bigint) as new_customers,
         coalesce(new_revenue.new_revenue, 0) as new_revenue,
         cast(coalesce(base_at_end.active_end, 0) as bigint) as active_customers,
+        {{ ratio('coalesce(buyers.net_revenue, 0)', 'base_at_end.active_end') }} as arpu,
         {{ ratio('to_date.repeat_customers', 'to_date.customers') }} as repeat_purchase_rate,
         churn_rates.churn_rate,
         calendar.is_complete
@@ -174,11 +175,10 @@ final as (
         {{ ratio('net_revenue', 'orders') }} as aov,
         {{ ratio('orders', 'buying_customers') }} as purchase_frequency,
         active_customers,
-        {{ ratio('net_revenue', 'active_customers') }} as arpu,
+        arpu,
         {{ ratio('net_revenue', 'buying_customers') }} as arppu,
         repeat_purchase_rate,
-        {{ ratio('net_revenue', 'active_customers') }} * {{ var('gross_margin') }}
-        / nullif(churn_rate, 0) as simple_ltv,
+        arpu * {{ var('gross_margin') }} / nullif(churn_rate, 0) as simple_ltv,
         is_complete
     from measures
 

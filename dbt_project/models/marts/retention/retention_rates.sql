@@ -27,7 +27,7 @@ daily_base as (
 calendar as (
 
     select * from {{ ref('int_calendar__periods') }}
-    where grain in ('week', 'month', 'quarter', 'year')
+    where grain != 'day'
 
 ),
 
