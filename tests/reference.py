@@ -78,6 +78,8 @@ COHORT_RETENTION_SCHEMA = {
     "net_revenue": pl.Float64,
     "cumulative_net_revenue": pl.Float64,
     "cumulative_revenue_per_customer": pl.Float64,
+    "repeat_customers": pl.Int64,
+    "repeat_purchase_rate": pl.Float64,
     "is_complete": pl.Boolean,
 }
 RETENTION_RATES_SCHEMA = {
@@ -395,6 +397,10 @@ def cohort_retention(orders: pl.DataFrame, as_of: date) -> pl.DataFrame:
         return pl.DataFrame(schema=COHORT_RETENTION_SCHEMA)
     first = _first_orders(orders)
     first_day = first["first_date"].min()
+    # A customer repeats on the date of its second valid order (null: not yet).
+    second = orders.group_by("customer_id").agg(
+        second_date=pl.col("order_date").sort().get(1, null_on_oob=True)
+    )
 
     tables = []
     for grain in COHORT_GRAINS:
@@ -402,6 +408,9 @@ def cohort_retention(orders: pl.DataFrame, as_of: date) -> pl.DataFrame:
             "customer_id", cohort_start=period_start_expr(pl.col("first_date"), grain)
         )
         sizes = cohort_of.group_by("cohort_start").agg(cohort_customers=_count(pl.len()))
+        repeat_since = cohort_of.join(second, on="customer_id").select(
+            "cohort_start", repeat_start=period_start_expr(pl.col("second_date"), grain)
+        )
         bought = (
             orders.join(cohort_of, on="customer_id", how="inner")
             .with_columns(period_start=period_start_expr(pl.col("order_date"), grain))
@@ -436,6 +445,17 @@ def cohort_retention(orders: pl.DataFrame, as_of: date) -> pl.DataFrame:
                 ),
                 is_complete=period_end_expr(pl.col("period_start"), grain) <= as_of,
             )
+        )
+        repeaters = (
+            cells.select("cohort_start", "period_start")
+            .join(repeat_since, on="cohort_start")
+            .group_by("cohort_start", "period_start")
+            .agg(repeat_customers=_count((pl.col("repeat_start") <= pl.col("period_start")).sum()))
+        )
+        cells = cells.join(
+            repeaters, on=["cohort_start", "period_start"], how="left"
+        ).with_columns(
+            repeat_purchase_rate=_ratio("repeat_customers", "cohort_customers"),
         )
         tables.append(cells.select(list(COHORT_RETENTION_SCHEMA)).cast(COHORT_RETENTION_SCHEMA))
     return pl.concat(tables).sort(COHORT_RETENTION_KEYS)

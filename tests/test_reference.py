@@ -160,16 +160,19 @@ def test_cohort_retention_by_hand():
         "net_revenue",
         "cumulative_net_revenue",
         "cumulative_revenue_per_customer",
+        "repeat_customers",
+        "repeat_purchase_rate",
         "is_complete",
     ).rows() == [
         # January cohort {A, B}: Jan both bought (10 + 7 = 17); Feb only A (20); Mar only B (3,
-        # A's 03-20 order is after as_of). Cumulative 17, 37, 40; per customer / 2.
-        (D("2024-01-01"), 0, D("2024-01-01"), 2, 2, 1.0, 17.0, 17.0, 8.5, True),
-        (D("2024-01-01"), 1, D("2024-02-01"), 2, 1, 0.5, 20.0, 37.0, 18.5, True),
-        (D("2024-01-01"), 2, D("2024-03-01"), 2, 1, 0.5, 3.0, 40.0, 20.0, False),
+        # A's 03-20 order is after as_of). Cumulative 17, 37, 40; per customer / 2. A's
+        # second order is in Feb, B's in Mar: repeat rate 0, 1/2, 2/2.
+        (D("2024-01-01"), 0, D("2024-01-01"), 2, 2, 1.0, 17.0, 17.0, 8.5, 0, 0.0, True),
+        (D("2024-01-01"), 1, D("2024-02-01"), 2, 1, 0.5, 20.0, 37.0, 18.5, 1, 0.5, True),
+        (D("2024-01-01"), 2, D("2024-03-01"), 2, 1, 0.5, 3.0, 40.0, 20.0, 2, 1.0, False),
         # February cohort {C}: 50 in Feb, nothing in Mar (zero-filled row, incomplete).
-        (D("2024-02-01"), 0, D("2024-02-01"), 1, 1, 1.0, 50.0, 50.0, 50.0, True),
-        (D("2024-02-01"), 1, D("2024-03-01"), 1, 0, 0.0, 0.0, 50.0, 50.0, False),
+        (D("2024-02-01"), 0, D("2024-02-01"), 1, 1, 1.0, 50.0, 50.0, 50.0, 0, 0.0, True),
+        (D("2024-02-01"), 1, D("2024-03-01"), 1, 0, 0.0, 0.0, 50.0, 50.0, 0, 0.0, False),
     ]
 
     # Quarter: one cohort Q1 {A, B, C}, revenue 17 + 20 + 3 + 50 = 90, Q1 not over on 03-15.
@@ -568,9 +571,11 @@ def brute_cohort_retention(orders, as_of):
                 active = len({c for c, _ in inside})
                 n = len(members)
                 number = ref.period_number(cohort, p, grain)
+                orders_to_date = [c for c, o, _ in rows if c in members and o <= end]
+                repeaters = len({c for c in orders_to_date if orders_to_date.count(c) >= 2})
                 out.append(
                     (grain, cohort, number, p, n, active, active / n, revenue, cumulative)
-                    + (cumulative / n, end <= as_of)
+                    + (cumulative / n, repeaters, repeaters / n, end <= as_of)
                 )
     return sorted(out, key=lambda r: (r[0], r[1], r[2]))
 

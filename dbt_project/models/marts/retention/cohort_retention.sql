@@ -13,6 +13,18 @@ calendar as (
 
 ),
 
+orders as (
+
+    select * from {{ ref('fct_orders') }}
+
+),
+
+customers as (
+
+    select * from {{ ref('dim_customers') }}
+
+),
+
 cohort_activity as (
 
     select
@@ -23,6 +35,44 @@ cohort_activity as (
         sum(net_revenue) as net_revenue
     from activity
     where grain in ('day', 'week', 'month', 'quarter')
+    group by grain, cohort_start, period_start
+
+),
+
+-- A customer becomes a repeat buyer in the period of its second valid order.
+second_orders as (
+
+    select
+        customers.first_order_date,
+        orders.order_date
+    from orders
+    inner join customers
+        on orders.customer_id = customers.customer_id
+    where orders.customer_order_number = 2
+
+),
+
+repeat_periods as (
+
+    {% for grain in ['day', 'week', 'month', 'quarter'] %}
+    select
+        '{{ grain }}' as grain,
+        {{ period_start(grain, 'first_order_date') }} as cohort_start,
+        {{ period_start(grain, 'order_date') }} as period_start
+    from second_orders
+    {{ "union all" if not loop.last }}
+    {% endfor %}
+
+),
+
+cohort_repeaters as (
+
+    select
+        grain,
+        cohort_start,
+        period_start,
+        count(*) as new_repeat_customers
+    from repeat_periods
     group by grain, cohort_start, period_start
 
 ),
@@ -69,6 +119,7 @@ filled as (
         cells.cohort_customers,
         coalesce(cohort_activity.active_customers, 0) as active_customers,
         coalesce(cohort_activity.net_revenue, 0) as net_revenue,
+        coalesce(cohort_repeaters.new_repeat_customers, 0) as new_repeat_customers,
         cells.is_complete
     from cells
     left join cohort_activity
@@ -76,6 +127,11 @@ filled as (
             cells.grain = cohort_activity.grain
             and cells.cohort_start = cohort_activity.cohort_start
             and cells.period_start = cohort_activity.period_start
+    left join cohort_repeaters
+        on
+            cells.grain = cohort_repeaters.grain
+            and cells.cohort_start = cohort_repeaters.cohort_start
+            and cells.period_start = cohort_repeaters.period_start
 
 ),
 
@@ -95,6 +151,11 @@ final as (
             order by period_number
             rows unbounded preceding
         ) as cumulative_net_revenue,
+        cast(sum(new_repeat_customers) over (
+            partition by grain, cohort_start
+            order by period_number
+            rows unbounded preceding
+        ) as bigint) as repeat_customers,
         is_complete
     from filled
 
@@ -111,5 +172,7 @@ select
     net_revenue,
     cumulative_net_revenue,
     {{ ratio('cumulative_net_revenue', 'cohort_customers') }} as cumulative_revenue_per_customer,
+    repeat_customers,
+    {{ ratio('repeat_customers', 'cohort_customers') }} as repeat_purchase_rate,
     is_complete
 from final
