@@ -452,9 +452,7 @@ def cohort_retention(orders: pl.DataFrame, as_of: date) -> pl.DataFrame:
             .group_by("cohort_start", "period_start")
             .agg(repeat_customers=_count((pl.col("repeat_start") <= pl.col("period_start")).sum()))
         )
-        cells = cells.join(
-            repeaters, on=["cohort_start", "period_start"], how="left"
-        ).with_columns(
+        cells = cells.join(repeaters, on=["cohort_start", "period_start"], how="left").with_columns(
             repeat_purchase_rate=_ratio("repeat_customers", "cohort_customers"),
         )
         tables.append(cells.select(list(COHORT_RETENTION_SCHEMA)).cast(COHORT_RETENTION_SCHEMA))

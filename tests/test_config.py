@@ -44,6 +44,9 @@ def test_a_minimal_config_gets_the_documented_defaults(tmp_path):
     assert config.source.has_header is True
     assert config.source.line_items is False
     assert "cancelled" in config.excluded_statuses
+    assert (config.segments.vip_share, config.segments.pre_vip_share) == (0.05, 0.15)
+    assert config.segments.at_risk_days is None  # half the window, in dbt
+    assert config.segments.quick_churn_max_orders == 1
 
 
 # --- unknown keys -------------------------------------------------------------------------
@@ -234,6 +237,10 @@ def test_a_valid_schedule_time_is_accepted(tmp_path, time):
         ({"warehouse": {"type": "sqlserver"}}, "warehouse.type"),
         ({"clv": {"model": "magic"}}, "clv.model"),
         ({"schedule": {"lookback_days": -2}}, "schedule.lookback_days"),
+        ({"segments": {"vip_share": 1.5}}, "segments.vip_share"),
+        ({"segments": {"pre_vip_share": -0.1}}, "segments.pre_vip_share"),
+        ({"segments": {"at_risk_days": 0}}, "segments.at_risk_days"),
+        ({"segments": {"quick_churn_max_orders": 0}}, "segments.quick_churn_max_orders"),
     ],
 )
 def test_an_invalid_value_is_named_by_its_key(tmp_path, top, dotted):
@@ -252,6 +259,20 @@ def test_an_invalid_source_value_is_named_by_its_key(tmp_path, source, dotted):
     data = _minimal()
     data["source"].update(source)
     assert f"{dotted}: " in _error_of(tmp_path, data)
+
+
+def test_tier_shares_must_fit_in_the_customers(tmp_path):
+    error = _error_of(tmp_path, _minimal(segments={"vip_share": 0.5, "pre_vip_share": 0.6}))
+    assert "segments: vip_share + pre_vip_share must be at most 1" in error
+
+
+def test_at_risk_comes_before_churn(tmp_path):
+    error = _error_of(tmp_path, _minimal(active_window_days=60, segments={"at_risk_days": 60}))
+    assert "segments.at_risk_days (60) must be below active_window_days (60)" in error
+    config = load_config(
+        _config_file(tmp_path, _minimal(active_window_days=60, segments={"at_risk_days": 59}))
+    )
+    assert config.segments.at_risk_days == 59
 
 
 def test_excluded_statuses_are_lowercased(tmp_path):

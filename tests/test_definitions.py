@@ -24,7 +24,8 @@ RAW_ASSETS = {"raw/orders", "raw/rejected_orders", "raw/load_audit"}
 MART_ASSETS = {
     "fct_orders", "dim_customers", "cohort_retention", "cohort_retention_wide",
     "retention_rates", "customer_base_daily", "kpi_periodic", "kpi_daily",
-    "rejected_orders", "load_audit",
+    "customer_segments", "customer_segment_history", "segment_movements",
+    "winback_candidates", "rejected_orders", "load_audit",
 }  # fmt: skip
 
 
@@ -111,6 +112,8 @@ def test_the_row_accounting_check_blocks_downstream(asset_graph):
         ("customer_base_daily", "unique_customer_base_daily_activity_date"),
         ("cohort_retention", "unique_combination_of_columns_cohort_retention"),
         ("retention_rates", "unique_combination_of_columns_retention_rates"),
+        ("customer_segments", "unique_customer_segments_customer_id"),
+        ("winback_candidates", "unique_winback_candidates_winback_rank"),
         ("load_audit", "assert_load_audit_balances"),
     ],
 )

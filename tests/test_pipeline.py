@@ -23,8 +23,10 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import polars.selectors as cs
 import pytest
 import reference as ref
+import reference_segments as seg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pipeline_helpers import (
@@ -337,6 +339,46 @@ def test_kpis_match_the_reference(base, grain):
     assert_same_cells(actual, expected, ref.KPI_KEYS, f"kpis {grain}")
 
 
+def test_segments_match_the_reference(base, base_orders):
+    as_of = as_of_of(base.warehouse)
+    history = seg.customer_segment_history(
+        base_orders, as_of, seg.SegmentSettings(window_days=WINDOW_DAYS)
+    )
+    assert_same_cells(
+        read_table(base.warehouse, "customer_segment_history"),
+        history,
+        seg.SEGMENT_HISTORY_KEYS,
+        "customer_segment_history",
+    )
+    current = history.filter(pl.col("snapshot_date") == as_of)
+    assert set(current["lifecycle_state"]) == {
+        "new",
+        "returning",
+        "reactivated",
+        "at_risk",
+        "churned",
+    }
+    segments = read_table(base.warehouse, "customer_segments")
+    assert_same_cells(
+        segments,
+        current.drop("snapshot_month", "is_complete", cs.starts_with("previous_")),
+        ["customer_id"],
+        "customer_segments",
+    )
+    assert_same_cells(
+        read_table(base.warehouse, "segment_movements"),
+        seg.segment_movements(history),
+        seg.SEGMENT_MOVEMENTS_KEYS,
+        "segment_movements",
+    )
+    assert_same_cells(
+        read_table(base.warehouse, "winback_candidates"),
+        seg.winback_candidates(current),
+        ["winback_rank"],
+        "winback_candidates",
+    )
+
+
 def test_every_row_is_accounted_for(base):
     (audit,) = read_table(base.warehouse, "load_audit").to_dicts()
     assert audit["status"] == "succeeded"
@@ -445,6 +487,20 @@ def test_identities_hold_on_small_shops(tmp_path_factory, customers, seed, windo
     assert (kpi.group_by("grain").agg(pl.col("orders").sum())["orders"] == orders_total).all()
     assert read_table(run.warehouse, "kpi_daily")["orders"].sum() == orders_total
 
+    # Each customer has exactly one segment and tier, VIPs are within one customer of 5%
+    # and pre-VIPs of 15%, and the churned are exactly the customers past the window.
+    segments = read_table(run.warehouse, "customer_segments")
+    assert sorted(segments["customer_id"]) == sorted(
+        read_table(run.warehouse, "dim_customers")["customer_id"]
+    )
+    assert segments["rfm_segment"].null_count() == segments["tier"].null_count() == 0
+    tiers = dict(segments.group_by("tier").len().iter_rows())
+    assert abs(tiers.get("vip", 0) - 0.05 * customers_total) <= 1
+    assert abs(tiers.get("pre_vip", 0) - 0.15 * customers_total) <= 1
+    active = read_table(run.warehouse, "dim_customers").select("customer_id", "is_active")
+    states = segments.join(active, on="customer_id")
+    assert ((states["lifecycle_state"] == "churned") == ~states["is_active"]).all()
+
     # The window is the configured one: the window base agrees with the reference for it.
     as_of = as_of_of(run.warehouse)
     orders = reference_orders(run.raw(), as_of)
@@ -460,6 +516,13 @@ def test_identities_hold_on_small_shops(tmp_path_factory, customers, seed, windo
         ref.retention_rates(orders, as_of, window_days).filter(window),
         ref.RETENTION_RATES_KEYS,
         f"retention_rates window base, window {window_days}",
+    )
+    history = seg.customer_segment_history(orders, as_of, seg.SegmentSettings(window_days))
+    assert_same_cells(
+        read_table(run.warehouse, "customer_segment_history"),
+        history,
+        seg.SEGMENT_HISTORY_KEYS,
+        f"customer_segment_history, window {window_days}",
     )
 
 

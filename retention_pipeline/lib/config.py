@@ -130,6 +130,20 @@ class ClvConfig(_Strict):
     annual_discount_rate: float = Field(0.10, ge=0)
 
 
+class SegmentsConfig(_Strict):
+    vip_share: float = Field(0.05, gt=0, lt=1)
+    pre_vip_share: float = Field(0.15, ge=0, lt=1)
+    # Days without an order after which an active customer is at risk; None: half the window.
+    at_risk_days: int | None = Field(None, gt=0)
+    quick_churn_max_orders: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _tiers_fit(self) -> SegmentsConfig:
+        if self.vip_share + self.pre_vip_share > 1:
+            raise ValueError("vip_share + pre_vip_share must be at most 1")
+        return self
+
+
 class PipelineConfig(_Strict):
     source: SourceConfig
     warehouse: WarehouseConfig = WarehouseConfig()
@@ -147,6 +161,7 @@ class PipelineConfig(_Strict):
     future_tolerance_hours: float = Field(24, ge=0)
     schedule: ScheduleConfig = ScheduleConfig()
     clv: ClvConfig = ClvConfig()
+    segments: SegmentsConfig = SegmentsConfig()
     # Directory of the YAML file; relative paths in it resolve against this.
     base_dir: Path = Field(default=Path("."), exclude=True)
 
@@ -166,6 +181,16 @@ class PipelineConfig(_Strict):
     @classmethod
     def _lowercase(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(s.strip().lower() for s in value)
+
+    @model_validator(mode="after")
+    def _at_risk_before_churn(self) -> PipelineConfig:
+        at_risk = self.segments.at_risk_days
+        if at_risk is not None and at_risk >= self.active_window_days:
+            raise ValueError(
+                f"segments.at_risk_days ({at_risk}) must be below active_window_days "
+                f"({self.active_window_days}): a customer is at risk before it churns"
+            )
+        return self
 
     @property
     def source_timezone(self) -> str:
@@ -220,7 +245,7 @@ def _describe(error: dict) -> str:
         return f"{key}: unknown key; remove it or check its spelling against the README"
     if error["type"] == "missing":
         return f"{key}: required key is missing; add it"
-    return f"{key}: {message}"
+    return f"{key}: {message}" if key else message
 
 
 def parse_config(raw: dict, base_dir: Path) -> PipelineConfig:

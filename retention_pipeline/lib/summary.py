@@ -13,6 +13,10 @@ SUMMARY_TABLES = (
     "customer_base_daily",
     "kpi_periodic",
     "kpi_daily",
+    "customer_segments",
+    "customer_segment_history",
+    "segment_movements",
+    "winback_candidates",
     "rejected_orders",
     "load_audit",
 )

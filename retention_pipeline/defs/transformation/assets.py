@@ -36,6 +36,7 @@ def dbt_vars(as_of: str | None) -> dict[str, Any]:
         "as_of": as_of,
         "active_window_days": config.active_window_days,
         "excluded_statuses": list(config.excluded_statuses),
+        **config.segments.model_dump(),
     }
 
 
