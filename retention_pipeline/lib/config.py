@@ -26,6 +26,7 @@ ORDER_COLUMNS = (
     "updated_at",
     "customer_email",
     "channel",
+    "refund_of",
 )
 LINE_COLUMNS = ("quantity", "unit_price", "line_amount")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -51,6 +52,7 @@ class SourceConfig(_Strict):
     timezone: str | None = None
     line_items: bool = False
     generate_order_id: bool = False
+    negative_amounts_are_refunds: bool = False
     columns: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("timezone")
@@ -92,9 +94,35 @@ class SourceConfig(_Strict):
                 f"columns has no mapping for required field(s) {missing}: add "
                 + ", ".join(f"'{c}: <source column>'" for c in missing)
             )
+        refund_rows = "refund_of" in self.columns or self.negative_amounts_are_refunds
+        if refund_rows and (self.line_items or self.generate_order_id):
+            setting = "line_items" if self.line_items else "generate_order_id"
+            raise ValueError(
+                f"refund rows (columns.refund_of or negative_amounts_are_refunds) need order ids "
+                f"of the source's own and one row per order; remove them or {setting}: true"
+            )
         if self.type == "file" and not self.path:
             raise ValueError("a file source needs 'path' (a file or a glob such as orders/*.csv)")
         return self
+
+    @property
+    def has_refund_rows(self) -> bool:
+        return "refund_of" in self.columns or self.negative_amounts_are_refunds
+
+
+class FxColumns(_Strict):
+    date: str = "date"
+    currency: str = "currency"
+    rate: str = "rate"
+
+
+class FxRatesConfig(_Strict):
+    """Rates to the reporting currency: reporting amount = amount × rate."""
+
+    path: str
+    format: Literal["csv", "parquet"] | None = None
+    date_format: str = "%Y-%m-%d"
+    columns: FxColumns = FxColumns()
 
 
 class WarehouseConfig(_Strict):
@@ -144,6 +172,9 @@ class PipelineConfig(_Strict):
         "fraud",
         "test",
     )
+    status_map: dict[str, str] = Field(default_factory=dict)
+    gross_margin: float = Field(1.0, ge=0, le=1)
+    fx_rates: FxRatesConfig | None = None
     future_tolerance_hours: float = Field(24, ge=0)
     schedule: ScheduleConfig = ScheduleConfig()
     clv: ClvConfig = ClvConfig()
@@ -167,6 +198,23 @@ class PipelineConfig(_Strict):
     def _lowercase(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(s.strip().lower() for s in value)
 
+    @field_validator("status_map")
+    @classmethod
+    def _canonical_statuses(cls, value: dict[str, str]) -> dict[str, str]:
+        """Source statuses match trimmed and case-insensitively; canonical ones are lower."""
+        mapped: dict[str, str] = {}
+        for source_status, canonical in value.items():
+            key, target = str(source_status).strip().lower(), str(canonical).strip().lower()
+            if not key or not target:
+                raise ValueError("maps a source status to a canonical one; neither may be empty")
+            if key in mapped and mapped[key] != target:
+                raise ValueError(
+                    f"'{key}' is mapped twice (to '{mapped[key]}' and '{target}'); source "
+                    "statuses match case-insensitively, so keep one"
+                )
+            mapped[key] = target
+        return mapped
+
     @property
     def source_timezone(self) -> str:
         return self.source.timezone or self.reporting_timezone
@@ -182,6 +230,10 @@ class PipelineConfig(_Strict):
     @property
     def warehouse_path(self) -> Path:
         return self.resolve(self.warehouse.path)
+
+    @property
+    def fx_rates_path(self) -> Path | None:
+        return None if self.fx_rates is None else self.resolve(self.fx_rates.path)
 
     def source_files(self) -> list[Path]:
         """The files the source glob matches, sorted so that later files win ties."""
