@@ -125,6 +125,48 @@ class FxRatesConfig(_Strict):
     columns: FxColumns = FxColumns()
 
 
+SPEND_COLUMNS = ("spend_date", "channel", "spend")
+
+
+class MarketingSpendConfig(_Strict):
+    """The optional marketing spend input: one row per date, channel and amount spent."""
+
+    # Only files for now; a database table (url_env with table or query, as for orders)
+    # comes with the database sources and keeps the rest of this block.
+    type: str = "file"
+    path: str | None = None
+    format: Literal["csv", "parquet"] | None = None
+    delimiter: str = ","
+    date_format: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _file_only(cls, value: str) -> str:
+        if value != "file":
+            raise ValueError(
+                f"'{value}' is not supported yet; use 'file' (export the spend to a CSV or "
+                "Parquet file)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _mapping_is_known(self) -> MarketingSpendConfig:
+        unknown = sorted(set(self.columns) - set(SPEND_COLUMNS))
+        if unknown:
+            raise ValueError(
+                f"columns maps unknown field(s) {unknown}; the fields are {list(SPEND_COLUMNS)}"
+            )
+        if not self.path:
+            raise ValueError("a file needs 'path' (a file or a glob such as marketing/*.csv)")
+        return self
+
+    @property
+    def column_mapping(self) -> dict[str, str]:
+        """Our field: the file's column; unmapped fields read the columns date, channel, spend."""
+        return {"spend_date": "date", "channel": "channel", "spend": "spend", **self.columns}
+
+
 class WarehouseConfig(_Strict):
     type: Literal["duckdb", "postgres"] = "duckdb"
     path: str = "warehouse.duckdb"
@@ -178,6 +220,7 @@ class PipelineConfig(_Strict):
     future_tolerance_hours: float = Field(24, ge=0)
     schedule: ScheduleConfig = ScheduleConfig()
     clv: ClvConfig = ClvConfig()
+    marketing_spend: MarketingSpendConfig | None = None
     # Directory of the YAML file; relative paths in it resolve against this.
     base_dir: Path = Field(default=Path("."), exclude=True)
 
