@@ -36,6 +36,8 @@ def dbt_vars(as_of: str | None) -> dict[str, Any]:
         "as_of": as_of,
         "active_window_days": config.active_window_days,
         "excluded_statuses": list(config.excluded_statuses),
+        "status_map": dict(config.status_map),
+        "gross_margin": config.gross_margin,
     }
 
 
