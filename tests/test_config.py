@@ -430,3 +430,59 @@ def test_refund_rows_need_order_level_rows_with_their_own_ids(tmp_path, setting)
         data["source"]["columns"].update(quantity="q", unit_price="p")
     message = _error_of(tmp_path, data)
     assert "refund rows" in message and setting in message
+
+
+# --- marketing spend ------------------------------------------------------------------------
+
+
+def test_marketing_spend_is_optional(tmp_path):
+    assert load_config(_config_file(tmp_path, _minimal())).marketing_spend is None
+
+
+def test_marketing_spend_reads_date_channel_and_spend_columns_by_default(tmp_path):
+    config = load_config(_config_file(tmp_path, _minimal(marketing_spend={"path": "s.csv"})))
+    spend = config.marketing_spend
+    assert spend.type == "file"
+    assert spend.column_mapping == {"spend_date": "date", "channel": "channel", "spend": "spend"}
+
+
+def test_marketing_spend_columns_map_only_what_differs(tmp_path):
+    data = _minimal(marketing_spend={"path": "s.csv", "columns": {"spend": "cost_usd"}})
+    mapping = load_config(_config_file(tmp_path, data)).marketing_spend.column_mapping
+    assert mapping == {"spend_date": "date", "channel": "channel", "spend": "cost_usd"}
+
+
+@pytest.mark.parametrize(
+    ("spend", "expected"),
+    [
+        ({}, "marketing_spend: a file needs 'path'"),
+        ({"path": "s.csv", "pth": "s.csv"}, "marketing_spend.pth: unknown key"),
+        ({"path": "s.csv", "format": "xlsx"}, "marketing_spend.format: "),
+        ({"path": "s.csv", "columns": {"cost": "c"}}, "unknown field(s) ['cost']"),
+        ({"type": "postgres", "table": "spend"}, "marketing_spend.type: 'postgres' is not"),
+    ],
+)
+def test_marketing_spend_mistakes_are_named_by_their_key(tmp_path, spend, expected):
+    assert expected in _error_of(tmp_path, _minimal(marketing_spend=spend))
+
+
+def test_marketing_spend_path_resolves_relative_to_the_config_file(tmp_path, monkeypatch):
+    from retention_pipeline.lib.marketing import spend_files
+
+    write_lines(tmp_path / "conf" / "marketing" / "2024.csv", "date,channel,spend")
+    write_lines(tmp_path / "conf" / "marketing" / "2025.csv", "date,channel,spend")
+    data = _minimal(marketing_spend={"path": "marketing/*.csv"})
+    config = load_config(_config_file(tmp_path / "conf", data))
+    monkeypatch.chdir(tmp_path)
+    files = spend_files(config)
+    assert [f.name for f in files] == ["2024.csv", "2025.csv"]
+    assert all(f.parent == (tmp_path / "conf" / "marketing").resolve() for f in files)
+
+
+def test_a_marketing_spend_path_that_matches_nothing_is_named(tmp_path):
+    from retention_pipeline.lib.marketing import spend_files
+
+    data = _minimal(marketing_spend={"path": "spend/*.csv"})
+    config = load_config(_config_file(tmp_path, data))
+    with pytest.raises(ConfigError, match=r"marketing_spend.path: 'spend/\*.csv' matches no file"):
+        spend_files(config)
