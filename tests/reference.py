@@ -20,9 +20,6 @@ Public API
   churned_customers, crr, retention_rate, churn_rate, is_complete
 - `customer_base_daily(orders, as_of, window_days)` -> activity_date, active_start,
   new_customers, reactivated_customers, churned_customers, active_end
-- `marketing_spend_from_raw(raw)` -> spend_date, channel, spend; and
-  `unit_economics(orders, spend, as_of, gross_margin)` -> the columns of
-  `UNIT_ECONOMICS_SCHEMA` (orders need order_id, ordered_at and channel as well)
 - period helpers on Python dates: `period_start`, `next_period_start`, `period_end`,
   `period_number`; and on Polars expressions: `period_start_expr`,
   `next_period_start_expr`, `period_end_expr`, `period_number_expr`.
@@ -294,11 +291,12 @@ def valid_orders_from_raw(
     reporting_currency: str = "USD",
     as_of: date | None = None,
     keep_ordered_at: bool = False,
-    keep_channel: bool = False,
+    status_map: dict[str, str] | None = None,
+    fx_rates: pl.DataFrame | None = None,
+    negative_amounts_are_refunds: bool = False,
 ) -> pl.DataFrame:
     """The valid orders (customer_id, order_id, order_date, net_amount, and with
-    `keep_ordered_at` the naive source `ordered_at`, with `keep_channel` the trimmed
-    `channel` of the newest version) of raw order rows.
+    `keep_ordered_at` the naive source `ordered_at`) of raw order rows.
 
     1. Drop bad rows: empty order_id or customer_id (null or blank), unparseable ordered_at,
        unparseable amount, unparseable non-empty refunded_amount, negative amount, refund
@@ -311,6 +309,19 @@ def valid_orders_from_raw(
     4. order_date = local date in `reporting_timezone` of ordered_at, whose naive values are
        wall-clock times in `source_timezone` (default: the reporting timezone).
     5. With `as_of`, only orders with order_date <= as_of.
+
+    Money (see docs/metrics.md):
+    - `status_map` (source status: canonical status, matched trimmed and lower-cased) maps
+      the status before the exclusion.
+    - `fx_rates` (currency, rate_date, rate): a currency other than the reporting one needs
+      a rate dated on or before the order date (step 4); net_amount is then
+      round(amount × rate, 4) − round(refund × rate, 4). Without it, such rows are bad.
+    - Refund rows: a row whose `refund_of` column is set (or, with
+      `negative_amounts_are_refunds`, whose amount is negative) refunds |amount| of the order
+      `refund_of` (else its own order_id). Copies of one refund (same own id, or the same
+      row) count once, the newest. Refunds in another currency than their order's, or of
+      orders that are not among the newest good versions, are dropped; the rest apply in
+      (ordered_at, row) order while the refunds stay within the amount.
     """
     missing = [c for c in RAW_REQUIRED if c not in raw.columns]
     if missing:
@@ -318,6 +329,8 @@ def valid_orders_from_raw(
     source_timezone = source_timezone or reporting_timezone
     excluded = sorted({s.strip().lower() for s in excluded_statuses})
     absent = [pl.lit(None, pl.Utf8).alias(c) for c in RAW_COLUMNS if c not in raw.columns]
+    if "refund_of" not in raw.columns:
+        absent.append(pl.lit(None, pl.Utf8).alias("refund_of"))
     rows = raw.with_columns(absent).with_row_index("row_number")
 
     parsed = rows.select(
@@ -331,8 +344,40 @@ def valid_orders_from_raw(
         refund_given=_text("refunded_amount").is_not_null(),
         currency=_text("currency").str.to_uppercase(),
         status=_text("status").str.to_lowercase(),
-        channel=_text("channel"),
+        refund_of=_text("refund_of"),
     )
+    parsed = parsed.with_columns(
+        order_date=_localize(pl.col("ordered_at"), source_timezone)
+        .dt.convert_time_zone(reporting_timezone)
+        .dt.date(),
+        is_refund=pl.col("refund_of").is_not_null()
+        | (pl.lit(negative_amounts_are_refunds) & (pl.col("amount") < 0)).fill_null(False),
+    )
+    reporting = reporting_currency.upper()
+    if fx_rates is None:
+        parsed = parsed.with_columns(
+            rate=pl.when(pl.col("currency").fill_null(reporting) == reporting).then(1.0)
+        )
+    else:
+        lookup = fx_rates.select(
+            currency=pl.col("currency").str.to_uppercase(),
+            order_date=pl.col("rate_date").cast(pl.Date),
+            fx=pl.col("rate").cast(pl.Float64),
+        ).sort("order_date")
+        parsed = (
+            parsed.sort("order_date")
+            .join_asof(lookup, on="order_date", by="currency", check_sortedness=False)
+            .sort("row_number")
+            .with_columns(
+                rate=pl.when(pl.col("currency").fill_null(reporting) == reporting)
+                .then(1.0)
+                .otherwise(pl.col("fx"))
+            )
+        )
+    refund_rows = parsed.filter(
+        pl.col("is_refund"), pl.col("amount").is_not_null(), pl.col("ordered_at").is_not_null()
+    )
+    parsed = parsed.filter(~pl.col("is_refund"))
     clean = parsed.filter(
         pl.col("order_id").is_not_null(),
         pl.col("customer_id").is_not_null(),
@@ -341,7 +386,7 @@ def valid_orders_from_raw(
         pl.col("refund").is_not_null() | ~pl.col("refund_given"),
         pl.col("amount") >= 0,
         pl.col("refund").is_null() | (pl.col("refund") <= pl.col("amount")),
-        pl.col("currency").is_null() | (pl.col("currency") == reporting_currency.upper()),
+        pl.col("rate").is_not_null(),
     )
     # Oldest first (null updated_at first), input order within a tie; the last row wins.
     newest = (
@@ -349,11 +394,55 @@ def valid_orders_from_raw(
         .group_by("order_id", maintain_order=True)
         .last()
     )
+    # Refund rows: one per refund (newest copy), netted in time order within the amount.
+    target = pl.coalesce("refund_of", "order_id")
+    own_id = pl.col("order_id").is_not_null() & (pl.col("order_id") != target)
+    refunds = (
+        refund_rows.with_columns(
+            target=target,
+            refund_key=pl.when(own_id)
+            .then(pl.col("order_id"))
+            .otherwise(
+                pl.concat_str(
+                    pl.all().exclude("row_number").cast(pl.Utf8), ignore_nulls=True, separator="|"
+                )
+            ),
+        )
+        .sort(["updated_at", "row_number"], nulls_last=False)
+        .group_by("refund_key", maintain_order=True)
+        .last()
+        .join(
+            newest.select(
+                target="order_id",
+                original_amount="amount",
+                original_refund=pl.col("refund").fill_null(0.0),
+                original_currency=pl.col("currency").fill_null(reporting),
+            ),
+            on="target",
+        )
+        .filter(pl.col("currency").is_null() | (pl.col("currency") == pl.col("original_currency")))
+        .sort(["target", "ordered_at", "row_number"])
+        .with_columns(
+            refunded_so_far=pl.col("original_refund")
+            + pl.col("amount").abs().cum_sum().over("target")
+        )
+        .filter(pl.col("refunded_so_far").round(4) <= pl.col("original_amount").round(4))
+        .group_by("target")
+        .agg(refund_total=pl.col("amount").abs().sum())
+    )
+    newest = newest.join(refunds, left_on="order_id", right_on="target", how="left").with_columns(
+        refund=pl.when(pl.col("refund_total").is_not_null())
+        .then(pl.col("refund").fill_null(0.0) + pl.col("refund_total"))
+        .otherwise(pl.col("refund"))
+    )
+    if status_map:
+        mapping = {k.strip().lower(): v.strip().lower() for k, v in status_map.items()}
+        newest = newest.with_columns(
+            status=pl.col("status").replace_strict(mapping, default=pl.col("status"))
+        )
     orders = newest.with_columns(
-        net_amount=pl.col("amount") - pl.col("refund").fill_null(0.0),
-        order_date=_localize(pl.col("ordered_at"), source_timezone)
-        .dt.convert_time_zone(reporting_timezone)
-        .dt.date(),
+        net_amount=(pl.col("amount") * pl.col("rate")).round(4)
+        - (pl.col("refund").fill_null(0.0) * pl.col("rate")).round(4),
     ).filter(
         pl.col("status").is_null() | ~pl.col("status").is_in(excluded),
         pl.col("net_amount") > 0,
@@ -361,7 +450,6 @@ def valid_orders_from_raw(
     if as_of is not None:
         orders = orders.filter(pl.col("order_date") <= as_of)
     schema = {**VALID_ORDERS_SCHEMA, **({"ordered_at": pl.Datetime} if keep_ordered_at else {})}
-    schema |= {"channel": pl.Utf8} if keep_channel else {}
     return orders.select(list(schema)).cast(schema).sort("order_id", "customer_id")
 
 
@@ -459,9 +547,7 @@ def cohort_retention(orders: pl.DataFrame, as_of: date) -> pl.DataFrame:
             .group_by("cohort_start", "period_start")
             .agg(repeat_customers=_count((pl.col("repeat_start") <= pl.col("period_start")).sum()))
         )
-        cells = cells.join(
-            repeaters, on=["cohort_start", "period_start"], how="left"
-        ).with_columns(
+        cells = cells.join(repeaters, on=["cohort_start", "period_start"], how="left").with_columns(
             repeat_purchase_rate=_ratio("repeat_customers", "cohort_customers"),
         )
         tables.append(cells.select(list(COHORT_RETENTION_SCHEMA)).cast(COHORT_RETENTION_SCHEMA))
@@ -771,139 +857,3 @@ def kpis(
         )
         frames.append(table.select(list(KPI_SCHEMA)).cast(KPI_SCHEMA))
     return pl.concat(frames).sort(KPI_KEYS)
-
-
-# --------------------------------------------------------------------------------------------
-# Unit economics: CAC, LTV:CAC and payback per acquisition channel and cohort month
-# --------------------------------------------------------------------------------------------
-
-UNIT_ECONOMICS_SCHEMA = {
-    "acquisition_channel": pl.Utf8,
-    "cohort_month": pl.Date,
-    "months_since_acquisition": pl.Int64,
-    "period_start": pl.Date,
-    "marketing_spend": pl.Float64,
-    "new_customers": pl.Int64,
-    "cac": pl.Float64,
-    "net_revenue": pl.Float64,
-    "cumulative_net_revenue": pl.Float64,
-    "cumulative_margin": pl.Float64,
-    "cumulative_margin_per_customer": pl.Float64,
-    "ltv_to_cac": pl.Float64,
-    "is_paid_back": pl.Boolean,
-    "payback_months": pl.Int64,
-    "is_complete": pl.Boolean,
-}
-UNIT_ECONOMICS_KEYS = ["acquisition_channel", "cohort_month", "months_since_acquisition"]
-ALL_CHANNELS = "all"
-
-
-def marketing_spend_from_raw(raw: pl.DataFrame) -> pl.DataFrame:
-    """The readable rows of a raw spend file (text columns date, channel, spend): spend_date,
-    channel (trimmed, lower-cased) and spend. Rows with no parseable "YYYY-MM-DD" date, an
-    empty channel, or a spend that is missing, not a finite number or negative are dropped."""
-    spend = raw.select(
-        spend_date=_text("date").str.to_date("%Y-%m-%d", strict=False),
-        channel=_text("channel").str.to_lowercase(),
-        spend=_number("spend"),
-    )
-    return spend.drop_nulls().filter(pl.col("spend") >= 0)
-
-
-def unit_economics(
-    orders: pl.DataFrame, spend: pl.DataFrame, as_of: date, gross_margin: float = 1.0
-) -> pl.DataFrame:
-    """Per acquisition channel (and "all"), cohort month and months since acquisition.
-
-    `orders`: valid orders with customer_id, order_id, ordered_at, order_date, net_amount and
-    channel; `spend`: spend_date, channel, spend (as `marketing_spend_from_raw` gives them).
-    A customer is acquired in the month of its first valid order (earliest ordered_at, then
-    order_id) through that order's channel (lower-cased; "unknown" when missing). Cohort
-    months run from the first to the last month with spend dated up to `as_of`; every channel
-    seen in that spend or among those months' customers gets every cohort month, each
-    followed from age 0 to the month holding `as_of`, zero-filled. "all" repeats every
-    customer and every spend row once more. Spend, customers and revenue are those of the
-    channel and cohort; CAC = spend / customers; cumulative margin = cumulative revenue x
-    gross_margin; LTV:CAC = margin per customer / CAC; paid back when there was spend and the
-    cumulative margin reached it; payback = the first such age.
-    """
-    spend = spend.filter(pl.col("spend_date") <= as_of)
-    if spend.is_empty():
-        return pl.DataFrame(schema=UNIT_ECONOMICS_SCHEMA)
-    month = pl.col("spend_date").dt.truncate("1mo")
-    spend = spend.with_columns(cohort_month=month)
-    cohort_months = pl.date_range(
-        spend["cohort_month"].min(), spend["cohort_month"].max(), "1mo", eager=True
-    )
-    as_of_month = period_start(as_of, "month")
-
-    orders = orders.filter(pl.col("order_date") <= as_of).with_columns(
-        pl.col("net_amount").cast(pl.Float64)
-    )
-    customers = (
-        orders.sort("ordered_at", "order_id")
-        .group_by("customer_id", maintain_order=True)
-        .first()
-        .select(
-            "customer_id",
-            cohort_month=pl.col("order_date").dt.truncate("1mo"),
-            acquisition_channel=pl.col("channel").str.to_lowercase().fill_null("unknown"),
-        )
-        .filter(pl.col("cohort_month").is_in(cohort_months.implode()))
-    )
-    spend = spend.select("cohort_month", "spend", acquisition_channel="channel")
-
-    def with_all(frame: pl.DataFrame) -> pl.DataFrame:
-        return pl.concat([frame, frame.with_columns(acquisition_channel=pl.lit(ALL_CHANNELS))])
-
-    customers, spend = with_all(customers), with_all(spend)
-    channels = pl.concat([customers["acquisition_channel"], spend["acquisition_channel"]]).unique()
-    cells = (
-        channels.to_frame()
-        .join(cohort_months.to_frame("cohort_month"), how="cross")
-        .with_columns(period_start=pl.date_ranges("cohort_month", as_of_month, "1mo"))
-        .explode("period_start")
-        .with_columns(
-            months_since_acquisition=period_number_expr(
-                pl.col("cohort_month"), pl.col("period_start"), "month"
-            )
-        )
-    )
-    keys = ["acquisition_channel", "cohort_month"]
-    spent = spend.group_by(keys).agg(marketing_spend=pl.col("spend").sum())
-    sizes = customers.group_by(keys).agg(new_customers=_count(pl.len()))
-    revenue = (
-        orders.join(customers, on="customer_id")
-        .group_by(*keys, period_start=pl.col("order_date").dt.truncate("1mo"))
-        .agg(net_revenue=pl.col("net_amount").sum())
-    )
-    table = (
-        cells.join(spent, on=keys, how="left")
-        .join(sizes, on=keys, how="left")
-        .join(revenue, on=[*keys, "period_start"], how="left")
-        .with_columns(pl.col("marketing_spend", "new_customers", "net_revenue").fill_null(0))
-        .sort(*keys, "months_since_acquisition")
-        .with_columns(cumulative_net_revenue=pl.col("net_revenue").cum_sum().over(keys))
-        .with_columns(cumulative_margin=pl.col("cumulative_net_revenue") * gross_margin)
-        .with_columns(
-            cac=_ratio("marketing_spend", "new_customers"),
-            cumulative_margin_per_customer=_ratio("cumulative_margin", "new_customers"),
-            ltv_to_cac=pl.when(pl.col("new_customers") > 0).then(
-                _ratio("cumulative_margin", "marketing_spend")
-            ),
-            is_paid_back=(pl.col("marketing_spend") > 0)
-            & (pl.col("cumulative_margin") >= pl.col("marketing_spend")),
-            is_complete=period_end_expr(pl.col("period_start"), "month") <= as_of,
-        )
-        .with_columns(
-            payback_months=pl.col("months_since_acquisition")
-            .filter(pl.col("is_paid_back"))
-            .min()
-            .over(keys)
-        )
-    )
-    return (
-        table.select(list(UNIT_ECONOMICS_SCHEMA))
-        .cast(UNIT_ECONOMICS_SCHEMA)
-        .sort(UNIT_ECONOMICS_KEYS)
-    )

@@ -276,3 +276,121 @@ def test_the_warehouse_counts_netted_refund_rows_as_loaded_and_lands_the_rates(
             "from raw.orders"
         ).fetchall() == [("O1", 100.0, 30.0, "EUR", 1.1, 1)]
         assert con.sql("select count(*) from raw.fx_rates").fetchall() == [(2,)]
+
+
+# --- end to end: the command line on a shop with FX, a status map and refund rows -----------
+
+E2E_HEADER = "order_id,customer_id,ordered_at,amount,status,refunded_amount,currency,refund_of"
+E2E_ROWS = [
+    "A1,A,2024-01-05 10:00:00,100,Shipped,0,EUR,",  # 100 EUR × 1.10 = 110
+    "A2,A,2024-02-10 10:00:00,50,completed,10,USD,",  # 50 − 10 − 15 (RA2) = 25
+    "RA2,A,2024-02-12 10:00:00,-15,,,,A2",
+    "RA2,A,2024-02-12 10:00:00,-15,,,,A2",  # an exact copy: deduplicated
+    "B1,B,2024-01-20 12:00:00,200,shipped,0,EUR,",  # 200 × 1.20 = 240, − 40 × 1.20 = 192
+    "RB1,B,2024-01-25 09:00:00,40,,,EUR,B1",
+    "B2,B,2024-03-01 10:00:00,30,VOID,0,USD,",  # void → cancelled: no purchase
+    "C1,C,2023-12-20 10:00:00,80,completed,0,EUR,",  # before the first EUR rate
+    "C2,C,2024-01-06 10:00:00,60,completed,0,GBP,",  # no GBP rates at all
+    "C3,C,2024-01-07 10:00:00,20,Pending,0,usd,",  # unmapped status passes: 20
+    "RX,C,2024-01-08 10:00:00,-5,,,,Z9",  # refunds an order nobody has
+    "RC3,C,2024-01-09 10:00:00,-25,,,,C3",  # 25 > 20
+]
+E2E_RATES = ["day,ccy,usd_per_unit", "2024-01-01,EUR,1.10", "2024-01-15,EUR,1.20",
+             "2024-02-01,EUR,1.30"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def money_run(tmp_path_factory):
+    from pipeline_helpers import run_cli, write_config
+
+    directory = tmp_path_factory.mktemp("money")
+    (directory / "orders.csv").write_text("\n".join([E2E_HEADER, *E2E_ROWS]) + "\n")
+    (directory / "fx.csv").write_text("\n".join(E2E_RATES) + "\n")
+    columns = {c: c for c in E2E_HEADER.split(",")}
+    config = write_config(
+        directory,
+        source={"type": "file", "path": "orders.csv", "format": "csv", "columns": columns},
+        status_map={"Shipped": "completed", "void": "cancelled"},
+        gross_margin=0.5,
+        fx_rates=FX,
+    )
+    run_cli(config, as_of=date(2024, 3, 31))
+    return directory
+
+
+def _mart(directory, sql):
+    with duckdb.connect(str(directory / "warehouse.duckdb"), read_only=True) as con:
+        return pl.from_arrow(con.sql(sql).to_arrow_table())
+
+
+def test_end_to_end_net_amounts_are_converted_and_netted(money_run):
+    fct = _mart(
+        money_run,
+        "select order_id, order_status, source_status, currency, fx_rate, "
+        "cast(gross_amount as double) as gross, cast(refunded_amount as double) as refunded, "
+        "cast(net_amount as double) as net, cast(original_net_amount as double) as original_net, "
+        "refund_rows from fct_orders order by order_id",
+    )
+    assert fct.rows() == [
+        ("A1", "completed", "shipped", "EUR", 1.10, 110.0, 0.0, 110.0, 100.0, 0),
+        ("A2", "completed", "completed", "USD", 1.0, 50.0, 25.0, 25.0, 25.0, 1),
+        ("B1", "completed", "shipped", "EUR", 1.20, 240.0, 48.0, 192.0, 160.0, 1),
+        ("C3", "pending", "pending", "USD", 1.0, 20.0, 0.0, 20.0, 20.0, 0),
+    ]
+
+
+def test_end_to_end_rejected_rows_and_the_row_accounting(money_run):
+    rejected = _mart(
+        money_run, "select source_row, reason_code, reason from rejected_orders order by 1"
+    )
+    assert sorted(rejected.select("source_row", "reason_code").rows()) == [
+        ("orders.csv:10", "unknown_currency"),
+        ("orders.csv:12", "refund_unknown_order"),
+        ("orders.csv:13", "refund_exceeds_amount"),
+        ("orders.csv:9", "missing_fx_rate"),
+    ]
+    reasons = dict(rejected.select("reason_code", "reason").iter_rows())
+    assert "EUR" in reasons["missing_fx_rate"] and "2023-12-20" in reasons["missing_fx_rate"]
+    assert "GBP" in reasons["unknown_currency"]
+    assert "Z9" in reasons["refund_unknown_order"]
+    audit = _mart(
+        money_run,
+        "select rows_read, rows_loaded, rows_rejected, rows_deduplicated, is_balanced "
+        "from load_audit",
+    )
+    # 12 rows: 5 orders loaded (A1, A2, B1, B2, C3) with 2 refund rows netted into them, 4
+    # rejected (C1, C2, RX, RC3), 1 deduplicated (the copy of RA2).
+    assert audit.rows() == [(12, 7, 4, 1, True)]
+    rates = _mart(money_run, "select currency, rate_date, fx_rate from staging.stg_fx__rates")
+    assert rates.height == 3
+
+
+def test_end_to_end_historical_ltv_uses_the_gross_margin(money_run):
+    customers = _mart(
+        money_run,
+        "select customer_id, cast(net_revenue as double), cast(historical_ltv as double) "
+        "from dim_customers order by 1",
+    )
+    # A: 110 + 25; B: 192 (B2 is void → cancelled); C: 20. Margin 0.5.
+    assert customers.rows() == [("A", 135.0, 67.5), ("B", 192.0, 96.0), ("C", 20.0, 10.0)]
+
+
+def test_end_to_end_matches_the_independent_reference(money_run):
+    import reference as ref
+
+    raw = pl.read_csv(money_run / "orders.csv", infer_schema=False)
+    rates = pl.read_csv(money_run / "fx.csv", infer_schema=False).select(
+        currency="ccy", rate_date=pl.col("day").str.to_date(), rate=pl.col("usd_per_unit")
+    )
+    expected = ref.valid_orders_from_raw(
+        raw,
+        status_map={"Shipped": "completed", "void": "cancelled"},
+        fx_rates=rates,
+        as_of=date(2024, 3, 31),
+    )
+    fct = _mart(
+        money_run,
+        "select customer_id, order_id, order_date, cast(net_amount as double) as net_amount "
+        "from fct_orders order by order_id",
+    )
+    assert fct.rows() == expected.rows()
