@@ -24,8 +24,9 @@ RAW_ASSETS = {"raw/orders", "raw/rejected_orders", "raw/load_audit"}
 MART_ASSETS = {
     "fct_orders", "dim_customers", "cohort_retention", "cohort_retention_wide",
     "retention_rates", "customer_base_daily", "kpi_periodic", "kpi_daily",
-    "rejected_orders", "load_audit",
+    "rejected_orders", "load_audit", "unit_economics",
 }  # fmt: skip
+PUBLISHING_ASSETS = {"retention_report"}
 
 
 def _model_assets() -> set[str]:
@@ -76,7 +77,7 @@ def _keys(asset_graph) -> set[str]:
 
 def test_every_asset_is_defined(asset_graph):
     keys = _keys(asset_graph)
-    assert keys >= RAW_ASSETS | MART_ASSETS
+    assert keys >= RAW_ASSETS | MART_ASSETS | PUBLISHING_ASSETS
     models = _model_assets()
     assert {"staging/stg_orders__orders", "intermediate/int_orders__classified"} <= models
     assert models <= keys, f"dbt models without an asset: {sorted(models - keys)}"
@@ -88,12 +89,27 @@ def test_dbt_sources_hang_off_the_extraction_assets(asset_graph, table):
     assert dg.AssetKey(["raw", table]) in staging.parent_keys
 
 
+def test_the_marketing_spend_feeds_its_staging_model_and_only_warns(asset_graph):
+    staging = asset_graph.get(dg.AssetKey(["staging", "stg_marketing__spend"]))
+    assert dg.AssetKey(["raw", "marketing_spend"]) in staging.parent_keys
+    assert asset_graph.get(dg.AssetKey("unit_economics")).group_name == "marketing"
+    key = dg.AssetCheckKey(dg.AssetKey(["raw", "marketing_spend"]), "marketing_spend_rows_valid")
+    assert key in asset_graph.asset_check_keys
+    assert not asset_graph.get_check_spec(key).blocking
+
+
 def test_every_asset_is_daily_partitioned_from_the_configured_start(asset_graph):
     for key in asset_graph.get_all_asset_keys():
         partitions = asset_graph.get(key).partitions_def
         assert isinstance(partitions, dg.DailyPartitionsDefinition), key
         assert partitions.get_first_partition_key() == "2023-01-01", key
         assert partitions.timezone == "UTC", key
+
+
+def test_the_report_comes_after_the_marts_it_reads(asset_graph):
+    report = asset_graph.get(dg.AssetKey("retention_report"))
+    reads = {"cohort_retention", "retention_rates", "kpi_periodic", "customer_base_daily"}
+    assert {dg.AssetKey(table) for table in reads} <= set(report.parent_keys)
 
 
 def test_the_row_accounting_check_blocks_downstream(asset_graph):
