@@ -11,17 +11,26 @@ from retention_pipeline.lib.config import ConfigError
 from retention_pipeline.lib.settings import DEMO_CONFIG, PROJECT_ROOT
 
 DEMO_DATA = PROJECT_ROOT / "data" / "demo" / "orders.csv.gz"
+DEMO_SPEND = PROJECT_ROOT / "data" / "demo" / "marketing_spend.csv"
 DEMO_HEATMAP = PROJECT_ROOT / "data" / "cohort_retention_heatmap.png"
 DEMO_CUSTOMERS = 5_000
 DEMO_SEED = 42
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from retention_pipeline.lib.generate import generate_orders, write_orders
+    from retention_pipeline.lib.generate import (
+        generate_marketing_spend,
+        generate_orders,
+        write_orders,
+    )
 
     orders = generate_orders(customers=args.customers, seed=args.seed)
     for path in write_orders(orders, Path(args.out)):
         print(f"wrote {orders.height:,} rows to {path}")
+    if args.marketing_spend:
+        spend = generate_marketing_spend(orders, seed=args.seed)
+        for path in write_orders(spend, Path(args.marketing_spend)):
+            print(f"wrote {spend.height:,} marketing spend rows to {path}")
     return 0
 
 
@@ -38,11 +47,18 @@ def _run(config_path: Path, as_of: date | None) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from retention_pipeline.lib.generate import generate_orders, write_orders
+    from retention_pipeline.lib.generate import (
+        generate_marketing_spend,
+        generate_orders,
+        write_orders,
+    )
 
     orders = generate_orders(customers=DEMO_CUSTOMERS, seed=DEMO_SEED)
     write_orders(orders, DEMO_DATA)
     print(f"sample data: {orders.height:,} orders in {DEMO_DATA.relative_to(PROJECT_ROOT)}")
+    spend = generate_marketing_spend(orders, seed=DEMO_SEED)
+    write_orders(spend, DEMO_SPEND)
+    print(f"marketing spend: {spend.height:,} rows in {DEMO_SPEND.relative_to(PROJECT_ROOT)}")
     status = _run(DEMO_CONFIG, None)
     if status == 0:
         from retention_pipeline.lib.charts import cohort_heatmap
@@ -71,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--customers", type=int, default=10_000)
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--out", required=True, help="a .csv, .csv.gz or .parquet path")
+    generate.add_argument(
+        "--marketing-spend",
+        metavar="PATH",
+        help="also write the matching daily marketing spend (date, channel, spend) there",
+    )
 
     args = parser.parse_args(argv)
     try:

@@ -29,7 +29,7 @@ def headerless_text_source(directory: Path, path: str, columns: dict[str, str] |
 
 _SOURCE_KEYS = {
     "name", "format", "delimiter", "has_header", "quote_char", "timestamp_format",
-    "timezone", "line_items", "generate_order_id",
+    "timezone", "line_items", "generate_order_id", "negative_amounts_are_refunds",
 }  # fmt: skip
 
 

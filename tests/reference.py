@@ -291,6 +291,9 @@ def valid_orders_from_raw(
     reporting_currency: str = "USD",
     as_of: date | None = None,
     keep_ordered_at: bool = False,
+    status_map: dict[str, str] | None = None,
+    fx_rates: pl.DataFrame | None = None,
+    negative_amounts_are_refunds: bool = False,
 ) -> pl.DataFrame:
     """The valid orders (customer_id, order_id, order_date, net_amount, and with
     `keep_ordered_at` the naive source `ordered_at`) of raw order rows.
@@ -306,6 +309,19 @@ def valid_orders_from_raw(
     4. order_date = local date in `reporting_timezone` of ordered_at, whose naive values are
        wall-clock times in `source_timezone` (default: the reporting timezone).
     5. With `as_of`, only orders with order_date <= as_of.
+
+    Money (see docs/metrics.md):
+    - `status_map` (source status: canonical status, matched trimmed and lower-cased) maps
+      the status before the exclusion.
+    - `fx_rates` (currency, rate_date, rate): a currency other than the reporting one needs
+      a rate dated on or before the order date (step 4); net_amount is then
+      round(amount × rate, 4) − round(refund × rate, 4). Without it, such rows are bad.
+    - Refund rows: a row whose `refund_of` column is set (or, with
+      `negative_amounts_are_refunds`, whose amount is negative) refunds |amount| of the order
+      `refund_of` (else its own order_id). Copies of one refund (same own id, or the same
+      row) count once, the newest. Refunds in another currency than their order's, or of
+      orders that are not among the newest good versions, are dropped; the rest apply in
+      (ordered_at, row) order while the refunds stay within the amount.
     """
     missing = [c for c in RAW_REQUIRED if c not in raw.columns]
     if missing:
@@ -313,6 +329,8 @@ def valid_orders_from_raw(
     source_timezone = source_timezone or reporting_timezone
     excluded = sorted({s.strip().lower() for s in excluded_statuses})
     absent = [pl.lit(None, pl.Utf8).alias(c) for c in RAW_COLUMNS if c not in raw.columns]
+    if "refund_of" not in raw.columns:
+        absent.append(pl.lit(None, pl.Utf8).alias("refund_of"))
     rows = raw.with_columns(absent).with_row_index("row_number")
 
     parsed = rows.select(
@@ -326,7 +344,40 @@ def valid_orders_from_raw(
         refund_given=_text("refunded_amount").is_not_null(),
         currency=_text("currency").str.to_uppercase(),
         status=_text("status").str.to_lowercase(),
+        refund_of=_text("refund_of"),
     )
+    parsed = parsed.with_columns(
+        order_date=_localize(pl.col("ordered_at"), source_timezone)
+        .dt.convert_time_zone(reporting_timezone)
+        .dt.date(),
+        is_refund=pl.col("refund_of").is_not_null()
+        | (pl.lit(negative_amounts_are_refunds) & (pl.col("amount") < 0)).fill_null(False),
+    )
+    reporting = reporting_currency.upper()
+    if fx_rates is None:
+        parsed = parsed.with_columns(
+            rate=pl.when(pl.col("currency").fill_null(reporting) == reporting).then(1.0)
+        )
+    else:
+        lookup = fx_rates.select(
+            currency=pl.col("currency").str.to_uppercase(),
+            order_date=pl.col("rate_date").cast(pl.Date),
+            fx=pl.col("rate").cast(pl.Float64),
+        ).sort("order_date")
+        parsed = (
+            parsed.sort("order_date")
+            .join_asof(lookup, on="order_date", by="currency", check_sortedness=False)
+            .sort("row_number")
+            .with_columns(
+                rate=pl.when(pl.col("currency").fill_null(reporting) == reporting)
+                .then(1.0)
+                .otherwise(pl.col("fx"))
+            )
+        )
+    refund_rows = parsed.filter(
+        pl.col("is_refund"), pl.col("amount").is_not_null(), pl.col("ordered_at").is_not_null()
+    )
+    parsed = parsed.filter(~pl.col("is_refund"))
     clean = parsed.filter(
         pl.col("order_id").is_not_null(),
         pl.col("customer_id").is_not_null(),
@@ -335,7 +386,7 @@ def valid_orders_from_raw(
         pl.col("refund").is_not_null() | ~pl.col("refund_given"),
         pl.col("amount") >= 0,
         pl.col("refund").is_null() | (pl.col("refund") <= pl.col("amount")),
-        pl.col("currency").is_null() | (pl.col("currency") == reporting_currency.upper()),
+        pl.col("rate").is_not_null(),
     )
     # Oldest first (null updated_at first), input order within a tie; the last row wins.
     newest = (
@@ -343,11 +394,55 @@ def valid_orders_from_raw(
         .group_by("order_id", maintain_order=True)
         .last()
     )
+    # Refund rows: one per refund (newest copy), netted in time order within the amount.
+    target = pl.coalesce("refund_of", "order_id")
+    own_id = pl.col("order_id").is_not_null() & (pl.col("order_id") != target)
+    refunds = (
+        refund_rows.with_columns(
+            target=target,
+            refund_key=pl.when(own_id)
+            .then(pl.col("order_id"))
+            .otherwise(
+                pl.concat_str(
+                    pl.all().exclude("row_number").cast(pl.Utf8), ignore_nulls=True, separator="|"
+                )
+            ),
+        )
+        .sort(["updated_at", "row_number"], nulls_last=False)
+        .group_by("refund_key", maintain_order=True)
+        .last()
+        .join(
+            newest.select(
+                target="order_id",
+                original_amount="amount",
+                original_refund=pl.col("refund").fill_null(0.0),
+                original_currency=pl.col("currency").fill_null(reporting),
+            ),
+            on="target",
+        )
+        .filter(pl.col("currency").is_null() | (pl.col("currency") == pl.col("original_currency")))
+        .sort(["target", "ordered_at", "row_number"])
+        .with_columns(
+            refunded_so_far=pl.col("original_refund")
+            + pl.col("amount").abs().cum_sum().over("target")
+        )
+        .filter(pl.col("refunded_so_far").round(4) <= pl.col("original_amount").round(4))
+        .group_by("target")
+        .agg(refund_total=pl.col("amount").abs().sum())
+    )
+    newest = newest.join(refunds, left_on="order_id", right_on="target", how="left").with_columns(
+        refund=pl.when(pl.col("refund_total").is_not_null())
+        .then(pl.col("refund").fill_null(0.0) + pl.col("refund_total"))
+        .otherwise(pl.col("refund"))
+    )
+    if status_map:
+        mapping = {k.strip().lower(): v.strip().lower() for k, v in status_map.items()}
+        newest = newest.with_columns(
+            status=pl.col("status").replace_strict(mapping, default=pl.col("status"))
+        )
     orders = newest.with_columns(
-        net_amount=pl.col("amount") - pl.col("refund").fill_null(0.0),
-        order_date=_localize(pl.col("ordered_at"), source_timezone)
-        .dt.convert_time_zone(reporting_timezone)
-        .dt.date(),
+        net_amount=(pl.col("amount") * pl.col("rate")).round(4)
+        - (pl.col("refund").fill_null(0.0) * pl.col("rate")).round(4),
     ).filter(
         pl.col("status").is_null() | ~pl.col("status").is_in(excluded),
         pl.col("net_amount") > 0,

@@ -382,3 +382,128 @@ def test_a_config_directory_with_glob_characters_still_finds_its_files(tmp_path)
         _config_file(directory, {"source": {"path": "orders.csv", "columns": COLUMNS}})
     )
     assert config.source_files() == [data_file.resolve()]
+
+
+# --- money: status map, gross margin, FX rates, refund rows --------------------------------
+
+
+def test_money_keys_default_to_todays_behaviour(tmp_path):
+    config = load_config(_config_file(tmp_path, _minimal()))
+    assert config.status_map == {}
+    assert config.gross_margin == 1.0
+    assert config.fx_rates is None and config.fx_rates_path is None
+    assert not config.source.has_refund_rows
+
+
+def test_the_status_map_matches_trimmed_and_case_insensitively(tmp_path):
+    data = _minimal(status_map={" Shipped": "COMPLETED", "VOID": "cancelled"})
+    config = load_config(_config_file(tmp_path, data))
+    assert config.status_map == {"shipped": "completed", "void": "cancelled"}
+
+
+def test_a_status_mapped_twice_is_named(tmp_path):
+    message = _error_of(tmp_path, _minimal(status_map={"Void": "cancelled", "void": "fraud"}))
+    assert "status_map: 'void' is mapped twice" in message
+
+
+@pytest.mark.parametrize("margin", [-0.1, 1.5, "high"])
+def test_a_gross_margin_outside_0_to_1_is_named(tmp_path, margin):
+    assert "gross_margin: " in _error_of(tmp_path, _minimal(gross_margin=margin))
+
+
+def test_fx_rates_resolve_relative_to_the_config_and_map_columns(tmp_path):
+    fx = {"path": "fx/rates.csv", "columns": {"date": "day", "rate": "usd"}}
+    config = load_config(_config_file(tmp_path, _minimal(fx_rates=fx)))
+    assert config.fx_rates_path == (tmp_path / "fx" / "rates.csv").resolve()
+    assert config.fx_rates.columns.model_dump() == {
+        "date": "day",
+        "currency": "currency",
+        "rate": "usd",
+    }
+
+
+@pytest.mark.parametrize(
+    ("fx", "dotted"),
+    [
+        ({}, "fx_rates.path: required key is missing"),
+        ({"path": "fx.csv", "columns": {"day": "d"}}, "fx_rates.columns.day: unknown key"),
+        ({"path": "fx.csv", "format": "xlsx"}, "fx_rates.format: "),
+    ],
+)
+def test_fx_rates_mistakes_are_named_by_their_key(tmp_path, fx, dotted):
+    assert dotted in _error_of(tmp_path, _minimal(fx_rates=fx))
+
+
+def test_refund_rows_are_configured_by_refund_of_or_negative_amounts(tmp_path):
+    data = _minimal()
+    data["source"]["columns"]["refund_of"] = "parent"
+    assert load_config(_config_file(tmp_path, data)).source.has_refund_rows
+    data = _minimal()
+    data["source"]["negative_amounts_are_refunds"] = True
+    assert load_config(_config_file(tmp_path, data)).source.has_refund_rows
+
+
+@pytest.mark.parametrize("setting", ["line_items", "generate_order_id"])
+def test_refund_rows_need_order_level_rows_with_their_own_ids(tmp_path, setting):
+    data = _minimal()
+    data["source"].update({setting: True, "negative_amounts_are_refunds": True})
+    if setting == "line_items":
+        data["source"]["columns"].update(quantity="q", unit_price="p")
+    message = _error_of(tmp_path, data)
+    assert "refund rows" in message and setting in message
+
+
+# --- marketing spend ------------------------------------------------------------------------
+
+
+def test_marketing_spend_is_optional(tmp_path):
+    assert load_config(_config_file(tmp_path, _minimal())).marketing_spend is None
+
+
+def test_marketing_spend_reads_date_channel_and_spend_columns_by_default(tmp_path):
+    config = load_config(_config_file(tmp_path, _minimal(marketing_spend={"path": "s.csv"})))
+    spend = config.marketing_spend
+    assert spend.type == "file"
+    assert spend.column_mapping == {"spend_date": "date", "channel": "channel", "spend": "spend"}
+
+
+def test_marketing_spend_columns_map_only_what_differs(tmp_path):
+    data = _minimal(marketing_spend={"path": "s.csv", "columns": {"spend": "cost_usd"}})
+    mapping = load_config(_config_file(tmp_path, data)).marketing_spend.column_mapping
+    assert mapping == {"spend_date": "date", "channel": "channel", "spend": "cost_usd"}
+
+
+@pytest.mark.parametrize(
+    ("spend", "expected"),
+    [
+        ({}, "marketing_spend: a file needs 'path'"),
+        ({"path": "s.csv", "pth": "s.csv"}, "marketing_spend.pth: unknown key"),
+        ({"path": "s.csv", "format": "xlsx"}, "marketing_spend.format: "),
+        ({"path": "s.csv", "columns": {"cost": "c"}}, "unknown field(s) ['cost']"),
+        ({"type": "postgres", "table": "spend"}, "marketing_spend.type: 'postgres' is not"),
+    ],
+)
+def test_marketing_spend_mistakes_are_named_by_their_key(tmp_path, spend, expected):
+    assert expected in _error_of(tmp_path, _minimal(marketing_spend=spend))
+
+
+def test_marketing_spend_path_resolves_relative_to_the_config_file(tmp_path, monkeypatch):
+    from retention_pipeline.lib.marketing import spend_files
+
+    write_lines(tmp_path / "conf" / "marketing" / "2024.csv", "date,channel,spend")
+    write_lines(tmp_path / "conf" / "marketing" / "2025.csv", "date,channel,spend")
+    data = _minimal(marketing_spend={"path": "marketing/*.csv"})
+    config = load_config(_config_file(tmp_path / "conf", data))
+    monkeypatch.chdir(tmp_path)
+    files = spend_files(config)
+    assert [f.name for f in files] == ["2024.csv", "2025.csv"]
+    assert all(f.parent == (tmp_path / "conf" / "marketing").resolve() for f in files)
+
+
+def test_a_marketing_spend_path_that_matches_nothing_is_named(tmp_path):
+    from retention_pipeline.lib.marketing import spend_files
+
+    data = _minimal(marketing_spend={"path": "spend/*.csv"})
+    config = load_config(_config_file(tmp_path, data))
+    with pytest.raises(ConfigError, match=r"marketing_spend.path: 'spend/\*.csv' matches no file"):
+        spend_files(config)

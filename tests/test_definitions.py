@@ -25,7 +25,7 @@ MART_ASSETS = {
     "fct_orders", "dim_customers", "cohort_retention", "cohort_retention_wide",
     "retention_rates", "customer_base_daily", "kpi_periodic", "kpi_daily",
     "customer_segments", "customer_segment_history", "segment_movements",
-    "winback_candidates", "rejected_orders", "load_audit",
+    "winback_candidates", "unit_economics", "rejected_orders", "load_audit",
 }  # fmt: skip
 
 
@@ -87,6 +87,15 @@ def test_every_asset_is_defined(asset_graph):
 def test_dbt_sources_hang_off_the_extraction_assets(asset_graph, table):
     staging = asset_graph.get(dg.AssetKey(["staging", f"stg_orders__{table}"]))
     assert dg.AssetKey(["raw", table]) in staging.parent_keys
+
+
+def test_the_marketing_spend_feeds_its_staging_model_and_only_warns(asset_graph):
+    staging = asset_graph.get(dg.AssetKey(["staging", "stg_marketing__spend"]))
+    assert dg.AssetKey(["raw", "marketing_spend"]) in staging.parent_keys
+    assert asset_graph.get(dg.AssetKey("unit_economics")).group_name == "marketing"
+    key = dg.AssetCheckKey(dg.AssetKey(["raw", "marketing_spend"]), "marketing_spend_rows_valid")
+    assert key in asset_graph.asset_check_keys
+    assert not asset_graph.get_check_spec(key).blocking
 
 
 def test_every_asset_is_daily_partitioned_from_the_configured_start(asset_graph):

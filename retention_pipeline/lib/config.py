@@ -26,6 +26,7 @@ ORDER_COLUMNS = (
     "updated_at",
     "customer_email",
     "channel",
+    "refund_of",
 )
 LINE_COLUMNS = ("quantity", "unit_price", "line_amount")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -51,6 +52,7 @@ class SourceConfig(_Strict):
     timezone: str | None = None
     line_items: bool = False
     generate_order_id: bool = False
+    negative_amounts_are_refunds: bool = False
     columns: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("timezone")
@@ -92,9 +94,77 @@ class SourceConfig(_Strict):
                 f"columns has no mapping for required field(s) {missing}: add "
                 + ", ".join(f"'{c}: <source column>'" for c in missing)
             )
+        refund_rows = "refund_of" in self.columns or self.negative_amounts_are_refunds
+        if refund_rows and (self.line_items or self.generate_order_id):
+            setting = "line_items" if self.line_items else "generate_order_id"
+            raise ValueError(
+                f"refund rows (columns.refund_of or negative_amounts_are_refunds) need order ids "
+                f"of the source's own and one row per order; remove them or {setting}: true"
+            )
         if self.type == "file" and not self.path:
             raise ValueError("a file source needs 'path' (a file or a glob such as orders/*.csv)")
         return self
+
+    @property
+    def has_refund_rows(self) -> bool:
+        return "refund_of" in self.columns or self.negative_amounts_are_refunds
+
+
+class FxColumns(_Strict):
+    date: str = "date"
+    currency: str = "currency"
+    rate: str = "rate"
+
+
+class FxRatesConfig(_Strict):
+    """Rates to the reporting currency: reporting amount = amount × rate."""
+
+    path: str
+    format: Literal["csv", "parquet"] | None = None
+    date_format: str = "%Y-%m-%d"
+    columns: FxColumns = FxColumns()
+
+
+SPEND_COLUMNS = ("spend_date", "channel", "spend")
+
+
+class MarketingSpendConfig(_Strict):
+    """The optional marketing spend input: one row per date, channel and amount spent."""
+
+    # Only files for now; a database table (url_env with table or query, as for orders)
+    # comes with the database sources and keeps the rest of this block.
+    type: str = "file"
+    path: str | None = None
+    format: Literal["csv", "parquet"] | None = None
+    delimiter: str = ","
+    date_format: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _file_only(cls, value: str) -> str:
+        if value != "file":
+            raise ValueError(
+                f"'{value}' is not supported yet; use 'file' (export the spend to a CSV or "
+                "Parquet file)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _mapping_is_known(self) -> MarketingSpendConfig:
+        unknown = sorted(set(self.columns) - set(SPEND_COLUMNS))
+        if unknown:
+            raise ValueError(
+                f"columns maps unknown field(s) {unknown}; the fields are {list(SPEND_COLUMNS)}"
+            )
+        if not self.path:
+            raise ValueError("a file needs 'path' (a file or a glob such as marketing/*.csv)")
+        return self
+
+    @property
+    def column_mapping(self) -> dict[str, str]:
+        """Our field: the file's column; unmapped fields read the columns date, channel, spend."""
+        return {"spend_date": "date", "channel": "channel", "spend": "spend", **self.columns}
 
 
 class WarehouseConfig(_Strict):
@@ -158,10 +228,14 @@ class PipelineConfig(_Strict):
         "fraud",
         "test",
     )
+    status_map: dict[str, str] = Field(default_factory=dict)
+    gross_margin: float = Field(1.0, ge=0, le=1)
+    fx_rates: FxRatesConfig | None = None
     future_tolerance_hours: float = Field(24, ge=0)
     schedule: ScheduleConfig = ScheduleConfig()
     clv: ClvConfig = ClvConfig()
     segments: SegmentsConfig = SegmentsConfig()
+    marketing_spend: MarketingSpendConfig | None = None
     # Directory of the YAML file; relative paths in it resolve against this.
     base_dir: Path = Field(default=Path("."), exclude=True)
 
@@ -192,6 +266,23 @@ class PipelineConfig(_Strict):
             )
         return self
 
+    @field_validator("status_map")
+    @classmethod
+    def _canonical_statuses(cls, value: dict[str, str]) -> dict[str, str]:
+        """Source statuses match trimmed and case-insensitively; canonical ones are lower."""
+        mapped: dict[str, str] = {}
+        for source_status, canonical in value.items():
+            key, target = str(source_status).strip().lower(), str(canonical).strip().lower()
+            if not key or not target:
+                raise ValueError("maps a source status to a canonical one; neither may be empty")
+            if key in mapped and mapped[key] != target:
+                raise ValueError(
+                    f"'{key}' is mapped twice (to '{mapped[key]}' and '{target}'); source "
+                    "statuses match case-insensitively, so keep one"
+                )
+            mapped[key] = target
+        return mapped
+
     @property
     def source_timezone(self) -> str:
         return self.source.timezone or self.reporting_timezone
@@ -207,6 +298,10 @@ class PipelineConfig(_Strict):
     @property
     def warehouse_path(self) -> Path:
         return self.resolve(self.warehouse.path)
+
+    @property
+    def fx_rates_path(self) -> Path | None:
+        return None if self.fx_rates is None else self.resolve(self.fx_rates.path)
 
     def source_files(self) -> list[Path]:
         """The files the source glob matches, sorted so that later files win ties."""

@@ -197,6 +197,56 @@ def write_orders(orders: pl.DataFrame, out: Path) -> list[Path]:
     return [out]
 
 
+# Marketing spend: what each paid channel costs per new customer (organic costs nothing).
+SPEND_CHANNEL_CAC = {"paid_search": 90.0, "social": 75.0, "email": 20.0, "referral": 45.0}
+_SPEND_NOISE = 0.25  # month-to-month spread of a channel's cost per customer (log scale)
+
+
+def generate_marketing_spend(orders: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """Daily marketing spend (columns date, channel, spend, as strings) of the paid channels
+    that goes with generated `orders`: each month, a channel spends its new customers times
+    its cost per customer (`SPEND_CHANNEL_CAC`) with lognormal noise, spread evenly over the
+    month's days. Deterministic for the same orders and seed; rows sorted by date, channel.
+    """
+    schema = {"date": pl.Utf8, "channel": pl.Utf8, "spend": pl.Utf8}
+    ordered_at = pl.col("ordered_at").str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False)
+    firsts = (
+        orders.filter(
+            pl.col("customer_id").fill_null("") != "",
+            ordered_at.dt.year() < FUTURE_YEAR,
+            pl.col("channel").is_in(list(SPEND_CHANNEL_CAC)),
+        )
+        .with_columns(ordered_at.alias("_at"))
+        .sort("_at")
+        .group_by("customer_id", maintain_order=True)
+        .first()
+    )
+    if firsts.is_empty():
+        return pl.DataFrame(schema=schema)
+    monthly = (
+        firsts.group_by(month=pl.col("_at").dt.truncate("1mo").dt.date(), channel="channel")
+        .agg(customers=pl.len())
+        .sort("month", "channel")
+    )
+    rng = np.random.default_rng(seed)
+    noise = np.exp(_SPEND_NOISE * rng.standard_normal(monthly.height))
+    cac = monthly["channel"].replace_strict(SPEND_CHANNEL_CAC, return_dtype=pl.Float64)
+    monthly = monthly.with_columns(total=monthly["customers"] * cac * noise)
+    days = monthly.with_columns(
+        date=pl.date_ranges("month", pl.col("month").dt.month_end())
+    ).explode("date")
+    daily = days.with_columns(
+        cents=(pl.col("total") * 100 / pl.len().over("month", "channel")).round().cast(pl.Int64)
+    ).sort("date", "channel")
+    return pl.DataFrame(
+        {
+            "date": daily["date"].cast(pl.Utf8),
+            "channel": daily["channel"],
+            "spend": _money(daily["cents"].to_numpy()),
+        }
+    )
+
+
 def _day_weights(start: date, n_days: int) -> tuple[np.ndarray, np.ndarray]:
     """(probability of acquisition per day, acceptance of a repeat order per day)."""
     days = np.datetime64(start, "D") + np.arange(n_days)

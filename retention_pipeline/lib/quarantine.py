@@ -14,6 +14,7 @@ import polars as pl
 
 from retention_pipeline.lib.config import PipelineConfig
 from retention_pipeline.lib.extract import encode_raw_records
+from retention_pipeline.lib.fx import read_fx_rates
 
 # Tried in order when the config names no timestamp_format; the first that parses wins.
 # Whole seconds come before the same format with a fraction: Polars reads a fixed-width
@@ -47,6 +48,7 @@ class LoadBatch:
     rejected: pl.DataFrame
     rows_read: int
     rows_deduplicated: int
+    fx_rates: pl.DataFrame | None = None
 
 
 def _text(name: str) -> pl.Expr:
@@ -148,6 +150,7 @@ def _dated_rows(rows: pl.LazyFrame, config: PipelineConfig) -> pl.LazyFrame:
     load window needs. The other columns stay as read."""
     present = set(rows.collect_schema().names())
     order_id = pl.col("source_row") if config.source.generate_order_id else _text("order_id")
+    refund_of = _text("refund_of") if "refund_of" in present else pl.lit(None, dtype=pl.String)
     timestamps = [c for c in ("ordered_at", "updated_at") if c in present]
     dated = (
         rows.with_row_index("_seq")
@@ -159,6 +162,7 @@ def _dated_rows(rows: pl.LazyFrame, config: PipelineConfig) -> pl.LazyFrame:
         )
         .with_columns(
             order_id.alias("order_id"),
+            refund_of.alias("refund_of"),
             *[
                 _parse_timestamp(c, timestamp_formats(rows, c, config), config.source_timezone)
                 for c in timestamps
@@ -167,7 +171,9 @@ def _dated_rows(rows: pl.LazyFrame, config: PipelineConfig) -> pl.LazyFrame:
     )
     if "updated_at" not in present:
         dated = dated.with_columns(pl.lit(None, dtype=pl.Datetime("us")).alias("updated_at"))
-    return dated
+    # The order a row belongs to: a refund row's original, else its own order_id. A load
+    # reads orders whole by this key, refund rows included.
+    return dated.with_columns(pl.coalesce("refund_of", "order_id").alias("_order_key"))
 
 
 def _typed_rows(dated: pl.LazyFrame, config: PipelineConfig) -> pl.LazyFrame:
@@ -186,14 +192,22 @@ def _typed_rows(dated: pl.LazyFrame, config: PipelineConfig) -> pl.LazyFrame:
     else:
         amount = _number("amount")
     refunded = _number("refunded_amount") if "refunded_amount" in present else pl.lit(None)
+    is_refund = pl.col("refund_of").is_not_null()
+    if config.source.negative_amounts_are_refunds:
+        is_refund = is_refund | (amount < 0).fill_null(False)
+    currency = optional_text("currency").str.to_uppercase()
     return dated.with_columns(
+        is_refund.alias("_is_refund"),
+    ).with_columns(
         _text("customer_id").alias("customer_id"),
-        amount.alias("amount"),
+        # A refund row's amount is what it refunds, however the source signs it.
+        pl.when(pl.col("_is_refund")).then(amount.abs()).otherwise(amount).alias("amount"),
         refunded.cast(pl.Float64).alias("refunded_amount"),
         optional_text("status").str.to_lowercase().alias("status"),
-        optional_text("currency")
-        .str.to_uppercase()
-        .fill_null(config.reporting_currency)
+        # A refund row without a currency is in its original's.
+        pl.when(pl.col("_is_refund"))
+        .then(currency)
+        .otherwise(currency.fill_null(config.reporting_currency))
         .alias("currency"),
         optional_text("channel").alias("channel"),
         optional_text("customer_email").str.to_lowercase().alias("customer_email"),
@@ -217,14 +231,15 @@ def _parse_checks(config: PipelineConfig, present: set[str]) -> list[Check]:
     if not config.source.generate_order_id:
         checks.append(
             (
-                pl.col("order_id").is_null(),
+                # A refund row may lack an id of its own: it has its original's.
+                pl.col("_order_key").is_null(),
                 "missing_order_id",
                 pl.lit(f"order_id is empty (source column '{columns.get('order_id')}')"),
             )
         )
     checks += [
         (
-            pl.col("customer_id").is_null(),
+            pl.col("customer_id").is_null() & _not_refund(config),
             "missing_customer_id",
             pl.lit(f"customer_id is empty (source column '{columns['customer_id']}')"),
         ),
@@ -275,29 +290,69 @@ def _parse_checks(config: PipelineConfig, present: set[str]) -> list[Check]:
     return checks
 
 
+def _not_refund(config: PipelineConfig) -> pl.Expr:
+    """Not a refund row: the money checks of orders do not apply to refund rows, which are
+    checked against their original when netted (`_net_refunds`)."""
+    return ~pl.col("_is_refund") if config.source.has_refund_rows else pl.lit(True)
+
+
+def _currency_checks(config: PipelineConfig) -> list[Check]:
+    """A currency other than the reporting one needs a rate on or before the order's local
+    date (`_with_fx_rate`); without an FX input, it is unknown."""
+    foreign = (pl.col("currency") != config.reporting_currency) & _not_refund(config)
+    if config.fx_rates is None:
+        return [
+            (
+                foreign,
+                "unknown_currency",
+                pl.format(
+                    "currency {} has no FX rate to the reporting currency {}",
+                    pl.col("currency"),
+                    pl.lit(config.reporting_currency),
+                ),
+            )
+        ]
+    return [
+        (
+            foreign & ~pl.col("_fx_known"),
+            "unknown_currency",
+            pl.format(
+                "currency {} has no rate to the reporting currency {} in fx_rates ({}); add "
+                "its rates or fix the code",
+                pl.col("currency"),
+                pl.lit(config.reporting_currency),
+                pl.lit(config.fx_rates.path),
+            ),
+        ),
+        (
+            foreign & pl.col("fx_rate").is_null(),
+            "missing_fx_rate",
+            pl.format(
+                "fx_rates has no {} rate on or before {} (the order's local date); its rates "
+                "start later, so add an earlier one",
+                pl.col("currency"),
+                pl.col("_rate_date"),
+            ),
+        ),
+    ]
+
+
 def _value_checks(config: PipelineConfig, now: datetime) -> list[Check]:
     horizon = _future_horizon(config, now)
     refunded = pl.col("refunded_amount").fill_null(0)
+    order = _not_refund(config)
     return [
         (
-            (pl.col("amount") < 0) | (refunded < 0),
+            ((pl.col("amount") < 0) | (refunded < 0)) & order,
             "negative_amount",
             pl.format("amount {} or refunded_amount {} is negative", pl.col("amount"), refunded),
         ),
         (
-            refunded > pl.col("amount"),
+            (refunded > pl.col("amount")) & order,
             "refund_exceeds_amount",
             pl.format("refunded_amount {} exceeds amount {}", refunded, pl.col("amount")),
         ),
-        (
-            pl.col("currency") != config.reporting_currency,
-            "unknown_currency",
-            pl.format(
-                "currency {} has no FX rate to the reporting currency {}",
-                pl.col("currency"),
-                pl.lit(config.reporting_currency),
-            ),
-        ),
+        *_currency_checks(config),
         (
             pl.col("ordered_at") > horizon,
             "future_ordered_at",
@@ -309,6 +364,37 @@ def _value_checks(config: PipelineConfig, now: datetime) -> list[Check]:
             ),
         ),
     ]
+
+
+Frame = pl.DataFrame | pl.LazyFrame
+
+
+def _with_fx_rate(frame: Frame, config: PipelineConfig, rates: pl.DataFrame | None) -> Frame:
+    """`frame` with `fx_rate`: 1 for the reporting currency, else the latest rate on or
+    before `_rate_date` (the order's local date in the reporting timezone), null when there
+    is none; and `_fx_known`: whether the FX input has the currency at all."""
+    reporting = pl.col("currency") == config.reporting_currency
+    if rates is None:
+        return frame.with_columns(pl.when(reporting).then(pl.lit(1.0)).alias("fx_rate"))
+    lookup = rates.select(
+        "currency", pl.col("rate_date").alias("_rate_date"), pl.col("rate").alias("_rate")
+    )
+    if isinstance(frame, pl.LazyFrame):
+        lookup = lookup.lazy()
+    local_date = _local_date(pl.col("ordered_at"), config.reporting_timezone)
+    return (
+        frame.with_columns(local_date.alias("_rate_date"))
+        .sort("_rate_date")
+        .join_asof(
+            lookup, on="_rate_date", by="currency", strategy="backward", check_sortedness=False
+        )
+        .sort("_seq")
+        .with_columns(
+            pl.when(reporting).then(pl.lit(1.0)).otherwise(pl.col("_rate")).alias("fx_rate"),
+            pl.col("currency").is_in(rates["currency"].unique().implode()).alias("_fx_known"),
+        )
+        .drop("_rate")
+    )
 
 
 def _future_horizon(config: PipelineConfig, now: datetime) -> datetime:
@@ -324,7 +410,8 @@ def _unplaceable(placed_at: pl.Expr, horizon: datetime) -> pl.Expr:
 
 def _in_window(window: LoadWindow, reporting_timezone: str, horizon: datetime) -> pl.Expr:
     """Rows placed in the window (or nowhere), and versions of an order changed in it. A row
-    without order_id is no version: it stays with its day, the only key that replaces it."""
+    without order_id is no version: it stays with its day, the only key that replaces it.
+    An order's key (`_order_key`) is its order_id, and for a refund row its original's."""
     placed_at = pl.col("_placed_at")
     order_date = _local_date(placed_at, reporting_timezone)
     updated_date = _local_date(pl.col("updated_at"), reporting_timezone)
@@ -334,7 +421,7 @@ def _in_window(window: LoadWindow, reporting_timezone: str, horizon: datetime) -
         if window.first is None
         else (updated_date >= window.first)
         & (updated_date <= window.last)
-        & pl.col("order_id").is_not_null()
+        & pl.col("_order_key").is_not_null()
     )
     return _unplaceable(placed_at, horizon) | (
         (order_date <= window.last) & (after_first | changed_in_window.fill_null(False))
@@ -362,10 +449,10 @@ def _touched_rows(
     an order whole, so the result does not depend on which loads ran, or in which order."""
     in_window = pl.col("_in_window")
     # As a number: max over groups is several times faster than any() on booleans.
-    order_in_window = in_window.cast(pl.UInt8).max().over("order_id") == 1
+    order_in_window = in_window.cast(pl.UInt8).max().over("_order_key") == 1
     return rows.with_columns(
         _in_window(window, reporting_timezone, horizon).alias("_in_window")
-    ).filter(pl.when(pl.col("order_id").is_null()).then(in_window).otherwise(order_in_window))
+    ).filter(pl.when(pl.col("_order_key").is_null()).then(in_window).otherwise(order_in_window))
 
 
 def _read_rows(
@@ -374,6 +461,7 @@ def _read_rows(
     window: LoadWindow,
     horizon: datetime,
     row_checks: list[Check],
+    rates: pl.DataFrame | None,
 ) -> pl.LazyFrame:
     """The rows the window's load reads, typed, with `reason_code` of the first failing row
     check (null when all pass) and `_placed_at`, the timestamp that places the row."""
@@ -394,7 +482,8 @@ def _read_rows(
     # A row lies where its own ordered_at does, so the window is cut before the typing.
     placed = dated.with_columns(ordered_at.alias("_placed_at"))
     touched = _touched_rows(placed, window, timezone, horizon)
-    return _typed_rows(touched, config).with_columns(_reason_code(row_checks).alias("reason_code"))
+    typed = _with_fx_rate(_typed_rows(touched, config), config, rates)
+    return typed.with_columns(_reason_code(row_checks).alias("reason_code"))
 
 
 def _aggregate_lines(lines: pl.DataFrame) -> pl.DataFrame:
@@ -413,10 +502,15 @@ def _aggregate_lines(lines: pl.DataFrame) -> pl.DataFrame:
 
 
 def _orders_of_lines(
-    lines: pl.DataFrame, value_checks: list[Check]
+    lines: pl.DataFrame,
+    value_checks: list[Check],
+    config: PipelineConfig,
+    rates: pl.DataFrame | None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Good lines to orders, checked: (loaded orders, verdicts on the lines of the rest)."""
-    orders = _aggregate_lines(lines).with_columns(_reason_code(value_checks).alias("reason_code"))
+    orders = _with_fx_rate(_aggregate_lines(lines), config, rates).with_columns(
+        _reason_code(value_checks).alias("reason_code")
+    )
     good = pl.col("reason_code").is_null()
     rejected = orders.filter(~good).select(
         "order_id", "reason_code", _reason(value_checks).alias("reason")
@@ -435,19 +529,20 @@ def _shares_order_id(order_id: pl.Series) -> pl.Series:
 
 
 def _resolve_versions(
-    orders: pl.DataFrame, is_good: pl.Series
+    orders: pl.DataFrame, is_good: pl.Series, key: str = "order_id"
 ) -> tuple[pl.DataFrame, int, pl.DataFrame]:
-    """Newest good version of each order_id wins: (winners, deduplicated, verdicts on
-    conflicts). Only repeated order_ids are ranked: sorting every row would cost."""
-    repeated = _shares_order_id(orders["order_id"])
+    """Newest good version of each `key` (order_id, or a refund row's `_refund_key`) wins:
+    (winners, deduplicated, verdicts on conflicts). Only repeated keys are ranked: sorting
+    every row would cost."""
+    repeated = _shares_order_id(orders[key])
     ranked = (
         orders.filter(is_good & repeated)
-        .sort(["order_id", "updated_at", "_seq"], nulls_last=False)
+        .sort([key, "updated_at", "_seq"], nulls_last=False)
         .with_columns(pl.struct(list(ORDER_FIELDS)).hash().alias("_content"))
         .with_columns(
-            (pl.col("_seq") == pl.col("_seq").last().over("order_id")).alias("_newest"),
-            pl.col("_content").last().over("order_id").alias("_newest_content"),
-            pl.col("updated_at").last().over("order_id").alias("_newest_updated_at"),
+            (pl.col("_seq") == pl.col("_seq").last().over(key)).alias("_newest"),
+            pl.col("_content").last().over(key).alias("_newest_content"),
+            pl.col("updated_at").last().over(key).alias("_newest_updated_at"),
         )
     )
     older = ranked.filter(~pl.col("_newest"))
@@ -465,19 +560,126 @@ def _resolve_versions(
         "_seq",
         pl.lit("duplicate_conflict").alias("reason_code"),
         pl.format(
-            "order_id {} appears again with the same updated_at but different content; "
+            "{} {} appears again with the same updated_at but different content; "
             "the row read last was kept",
+            pl.lit("order_id" if key == "order_id" else "refund row"),
             pl.col("order_id"),
         ).alias("reason"),
     )
     return winners, older.height - conflicts.height, verdicts
 
 
+def _refund_key() -> pl.Expr:
+    """A refund row's identity among refund rows: its own order_id when it has one apart
+    from its original's (a credit note number), else its whole content, so that only an
+    exact copy counts as the same refund."""
+    own_id = pl.col("order_id").is_not_null() & (pl.col("order_id") != pl.col("_order_key"))
+    content = pl.struct([*ORDER_FIELDS, "_order_key"]).hash().cast(pl.String)
+    return (
+        pl.when(own_id)
+        .then(pl.format("id:{}", pl.col("order_id")))
+        .otherwise(pl.format("content:{}", content))
+        .alias("_refund_key")
+    )
+
+
+def _net_refunds(orders: pl.DataFrame, refunds: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Refund rows netted into their originals: (orders with refunded_amount raised by their
+    refund rows and `refund_rows` counting them, verdicts on the refund rows that cannot be
+    netted). Refunds apply in time order (ordered_at, then reading order); the first that
+    takes the refunds past the amount, and every later one, is quarantined."""
+    originals = orders.select(
+        pl.col("order_id").alias("_order_key"),
+        pl.col("amount").alias("_original_amount"),
+        pl.col("refunded_amount").fill_null(0).alias("_original_refunded"),
+        pl.col("currency").alias("_original_currency"),
+        pl.lit(True).alias("_has_original"),
+    )
+    unknown = pl.col("_has_original").is_null()
+    mismatch = (
+        ~unknown
+        & pl.col("currency").is_not_null()
+        & (pl.col("currency") != pl.col("_original_currency"))
+    )
+    nettable = ~unknown & ~mismatch
+    refunded_so_far = pl.col("_original_refunded") + pl.when(nettable).then(
+        pl.col("amount")
+    ).otherwise(0.0).cum_sum().over("_order_key")
+    # Compared at the warehouse's precision, so that 30.1 + 69.9 refunds 100 exactly.
+    over = nettable & (refunded_so_far.round(4) > pl.col("_original_amount").round(4))
+    checks: list[Check] = [
+        (
+            unknown,
+            "refund_unknown_order",
+            pl.format(
+                "refund row for order {}: the source holds no loaded order with that id "
+                "(missing, or itself quarantined); check the refund_of column",
+                pl.col("_order_key"),
+            ),
+        ),
+        (
+            mismatch,
+            "refund_currency_mismatch",
+            pl.format(
+                "refund row in {} for order {}, which is in {}",
+                pl.col("currency"),
+                pl.col("_order_key"),
+                pl.col("_original_currency"),
+            ),
+        ),
+        (
+            over,
+            "refund_exceeds_amount",
+            pl.format(
+                "refund row of {} takes the refunds of order {} to {}, more than its amount {}",
+                pl.col("amount"),
+                pl.col("_order_key"),
+                refunded_so_far,
+                pl.col("_original_amount"),
+            ),
+        ),
+    ]
+    matched = (
+        refunds.join(originals, on="_order_key", how="left")
+        .sort("_order_key", "ordered_at", "_seq")
+        # Reasons formatted before any filter: the running totals need every refund row.
+        .with_columns(_reason_code(checks).alias("reason_code"), _reason(checks).alias("reason"))
+    )
+    good = pl.col("reason_code").is_null()
+    netted = (
+        matched.filter(good)
+        .group_by("_order_key")
+        .agg(pl.col("amount").sum().alias("_refund_total"), pl.len().alias("refund_rows"))
+        .rename({"_order_key": "order_id"})
+    )
+    orders = (
+        orders.join(netted, on="order_id", how="left")
+        .with_columns(
+            pl.when(pl.col("refund_rows").is_not_null())
+            .then(pl.col("refunded_amount").fill_null(0) + pl.col("_refund_total"))
+            .otherwise(pl.col("refunded_amount"))
+            .alias("refunded_amount"),
+            pl.col("refund_rows").fill_null(0).cast(pl.UInt32),
+        )
+        .drop("_refund_total")
+    )
+    verdicts = matched.filter(~good).select("_seq", "reason_code", "reason")
+    return orders, verdicts
+
+
 def validate(
-    rows: pl.LazyFrame, config: PipelineConfig, window: LoadWindow, now: datetime
+    rows: pl.LazyFrame,
+    config: PipelineConfig,
+    window: LoadWindow,
+    now: datetime,
+    fx_rates: pl.DataFrame | None = None,
 ) -> LoadBatch:
     """Types and checks the rows that the window's load reads (see `_touched_rows`): each
-    ends in `orders` (newest version per order_id), in `rejected`, or deduplicated."""
+    ends in `orders` (newest version per order_id), in `rejected`, or deduplicated. A
+    netted refund row ends inside its original order (`refund_rows`), so it counts as
+    loaded. `fx_rates` defaults to the configured FX input (`read_fx_rates`)."""
+    if fx_rates is None:
+        fx_rates = read_fx_rates(config)
     horizon = _future_horizon(config, now)
     timezone = config.reporting_timezone
     parse_checks = _parse_checks(config, set(rows.collect_schema().names()))
@@ -485,16 +687,30 @@ def validate(
     # A line's values are checked once its order is whole; a row's at once.
     line_mode = config.source.line_items
     row_checks = parse_checks if line_mode else parse_checks + value_checks
-    read = _read_rows(rows, config, window, horizon, row_checks).collect()
+    read = _read_rows(rows, config, window, horizon, row_checks, fx_rates).collect()
 
     is_good = read["reason_code"].is_null()
-    fields = read.select("_seq", "source_row", *ORDER_FIELDS)
+    fields = read.select("_seq", "source_row", *ORDER_FIELDS, "_order_key")
     if line_mode:
-        loaded, verdicts = _orders_of_lines(fields.filter(is_good), value_checks)
+        loaded, verdicts = _orders_of_lines(fields.filter(is_good), value_checks, config, fx_rates)
         deduplicated = 0
     else:
-        loaded, deduplicated, verdicts = _resolve_versions(fields, is_good)
+        fields = fields.with_columns(read["fx_rate"])
+        is_refund = read["_is_refund"]
+        loaded, deduplicated, verdicts = _resolve_versions(
+            fields.filter(~is_refund), is_good.filter(~is_refund)
+        )
+        if config.source.has_refund_rows:
+            refund_rows = fields.filter(is_refund).with_columns(_refund_key())
+            refunds, refunds_deduplicated, conflicts = _resolve_versions(
+                refund_rows, is_good.filter(is_refund), key="_refund_key"
+            )
+            loaded, refund_verdicts = _net_refunds(loaded, refunds)
+            deduplicated += refunds_deduplicated
+            verdicts = pl.concat([verdicts, conflicts, refund_verdicts])
         loaded = loaded.with_columns(pl.lit(1, dtype=pl.UInt32).alias("line_count"))
+    if "refund_rows" not in loaded.columns:
+        loaded = loaded.with_columns(pl.lit(0, dtype=pl.UInt32).alias("refund_rows"))
     # Reasons are formatted, and raw records encoded, for the rejected rows only.
     rows_of_verdicts = read.filter(pl.col("_seq").is_in(verdicts["_seq"].implode()))
     placed_at = pl.col("_placed_at")
@@ -510,15 +726,18 @@ def validate(
         .with_columns(
             pl.when(~_unplaceable(placed_at, horizon))
             .then(_local_date(placed_at, timezone))
-            .alias("order_date")
+            .alias("order_date"),
+            # A refund row stays with its original's id, which replaces it in later loads.
+            pl.col("_order_key").alias("order_id"),
         )
         .select(REJECTED_COLUMNS)
     )
     return LoadBatch(
         orders=loaded.with_columns(
             _local_date(pl.col("ordered_at"), timezone).alias("order_date")
-        ).select(*ORDER_FIELDS, "order_date", "line_count", "source_row"),
+        ).select(*ORDER_FIELDS, "order_date", "fx_rate", "line_count", "refund_rows", "source_row"),
         rejected=encode_raw_records(rejected),
         rows_read=read.height,
         rows_deduplicated=deduplicated,
+        fx_rates=fx_rates,
     )

@@ -17,6 +17,7 @@ SUMMARY_TABLES = (
     "customer_segment_history",
     "segment_movements",
     "winback_candidates",
+    "unit_economics",
     "rejected_orders",
     "load_audit",
 )
@@ -40,11 +41,26 @@ def print_summary(outcome: RunOutcome) -> None:
             limit 1
             """
         ).fetchone()
+        cac = con.execute(
+            """
+            select cohort_month, marketing_spend, new_customers, cac
+            from main.unit_economics
+            where acquisition_channel = 'all' and months_since_acquisition = 0 and is_complete
+            order by cohort_month desc
+            limit 1
+            """
+        ).fetchone()
     print(f"\nas-of date: {as_of}")
     if month and month[1] is not None:
         start, crr, retention, churn, s, e, n = month
         print(
             f"last complete month {start:%Y-%m}: CRR {crr:.1%}, retention {retention:.1%}, "
             f"churn {churn:.1%} (S={s:,}, E={e:,}, N={n:,})"
+        )
+    if cac and cac[3] is not None:
+        cohort, spend, customers, value = cac
+        print(
+            f"CAC {cohort:%Y-%m} (all channels): {value:,.2f} "
+            f"(spend {spend:,.2f}, {customers:,} new customers)"
         )
     print(f"warehouse: {path}")

@@ -1,6 +1,7 @@
-"""The raw layer of the DuckDB warehouse: landed orders, quarantined rows and load audits.
+"""The raw layer of the DuckDB warehouse: landed orders, quarantined rows, load audits and
+the FX rates in force.
 
-dbt reads these three tables as sources. A load replaces its window and every order it read
+dbt reads these tables as sources. A load replaces its window and every order it read
 in one transaction, so a crash leaves the previous state and running a load twice equals
 running it once.
 """
@@ -16,8 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
 from retention_pipeline.lib.config import ConfigError
+from retention_pipeline.lib.fx import FX_COLUMNS
 from retention_pipeline.lib.quarantine import LoadBatch, LoadWindow
 
 RAW_SCHEMA = "raw"
@@ -42,6 +45,19 @@ create table if not exists {RAW_SCHEMA}.orders (
     channel varchar,
     customer_email_hash varchar,
     line_count integer not null,
+    loaded_at timestamp not null,
+    fx_rate double,
+    refund_rows integer
+);
+-- Warehouses made before FX rates and refund rows existed get the columns.
+alter table {RAW_SCHEMA}.orders add column if not exists fx_rate double;
+alter table {RAW_SCHEMA}.orders add column if not exists refund_rows integer;
+create table if not exists {RAW_SCHEMA}.fx_rates (
+    currency varchar not null,
+    rate_date date not null,
+    rate double not null,
+    source_row varchar not null,
+    load_id varchar not null,
     loaded_at timestamp not null
 );
 create table if not exists {RAW_SCHEMA}.rejected_orders (
@@ -127,6 +143,7 @@ def write_load(
     # DuckDB reads a frame of one chunk much faster than one of many (as a scan leaves it).
     con.register("batch_orders", batch.orders.rechunk())
     con.register("batch_rejected", batch.rejected)
+    con.register("batch_fx_rates", _fx_rates_frame(batch))
     email = _email_hash_sql("batch_orders.customer_email") if hash_emails else "null"
     first = "null" if window.first is None else f"date '{window.first.isoformat()}'"
     in_window = f"order_date <= date '{window.last.isoformat()}'" + (
@@ -157,10 +174,13 @@ def write_load(
         now = datetime.now(UTC).replace(tzinfo=None)
         con.execute(
             f"""
-            insert into {RAW_SCHEMA}.orders
+            insert into {RAW_SCHEMA}.orders (load_id, load_sequence, source, source_row,
+                order_id, customer_id, ordered_at, order_date, updated_at, amount,
+                refunded_amount, currency, status, channel, customer_email_hash, line_count,
+                loaded_at, fx_rate, refund_rows)
             select $load_id, $sequence, $source, source_row, order_id, customer_id, ordered_at,
                 order_date, updated_at, amount, refunded_amount, currency, status, channel,
-                {email}, line_count, $now
+                {email}, line_count, $now, fx_rate, refund_rows
             from batch_orders
             """,
             {"load_id": load_id, "sequence": sequence, "source": source, "now": now},
@@ -174,10 +194,21 @@ def write_load(
             """,
             {"load_id": load_id, "source": source, "now": now},
         )
+        # The rates in force replace the previous ones whole: the table mirrors the FX input.
+        con.execute(f"delete from {RAW_SCHEMA}.fx_rates")
+        con.execute(
+            f"""
+            insert into {RAW_SCHEMA}.fx_rates
+            select currency, rate_date, rate, source_row, $load_id, $now from batch_fx_rates
+            """,
+            {"load_id": load_id, "now": now},
+        )
+        # A netted refund row is loaded inside its original order, like a line.
         loaded, rejected_count = con.execute(
             f"""
             select
-                (select coalesce(sum(line_count), 0) from {RAW_SCHEMA}.orders
+                (select coalesce(sum(line_count + coalesce(refund_rows, 0)), 0)
+                 from {RAW_SCHEMA}.orders
                  where load_id = $load_id),
                 (select count(*) from {RAW_SCHEMA}.rejected_orders where load_id = $load_id)
             """,
@@ -212,7 +243,21 @@ def write_load(
     finally:
         con.unregister("batch_orders")
         con.unregister("batch_rejected")
+        con.unregister("batch_fx_rates")
     return result
+
+
+def _fx_rates_frame(batch: LoadBatch) -> pl.DataFrame:
+    if batch.fx_rates is not None:
+        return batch.fx_rates.select(FX_COLUMNS)
+    return pl.DataFrame(
+        schema={
+            "currency": pl.String,
+            "rate_date": pl.Date,
+            "rate": pl.Float64,
+            "source_row": pl.String,
+        }
+    )
 
 
 def record_failed_load(

@@ -27,13 +27,23 @@ final as (
         ordered_at,
         order_date,
         updated_at,
-        cast(amount as decimal(18, 4)) as gross_amount,
-        cast(coalesce(refunded_amount, 0) as decimal(18, 4)) as refunded_amount,
+        -- Money in the reporting currency: the source amounts × the FX rate of the order
+        -- date, which the extraction looked up (1 for the reporting currency; rows landed
+        -- before rates existed are all in the reporting currency).
+        cast(amount * coalesce(fx_rate, 1) as decimal(18, 4)) as gross_amount,
+        cast(
+            coalesce(refunded_amount, 0) * coalesce(fx_rate, 1) as decimal(18, 4)
+        ) as refunded_amount,
         currency,
-        lower(trim(status)) as order_status,
+        coalesce(fx_rate, 1) as fx_rate,
+        cast(amount as decimal(18, 4)) as original_gross_amount,
+        cast(coalesce(refunded_amount, 0) as decimal(18, 4)) as original_refunded_amount,
+        {{ mapped_status('status') }} as order_status,
+        lower(trim(status)) as source_status,
         channel,
         customer_email_hash,
         line_count,
+        coalesce(refund_rows, 0) as refund_rows,
         load_id,
         source,
         source_row

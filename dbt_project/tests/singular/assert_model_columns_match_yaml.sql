@@ -21,6 +21,8 @@
 -- depends_on: {{ ref('kpi_daily') }}
 -- depends_on: {{ ref('load_audit') }}
 -- depends_on: {{ ref('rejected_orders') }}
+-- depends_on: {{ ref('stg_marketing__spend') }}
+-- depends_on: {{ ref('unit_economics') }}
 {% set problems = [] %}
 {% if execute and flags.WHICH in ['build', 'test', 'retry'] %}
     {% for node in graph.nodes.values()

@@ -10,6 +10,7 @@ from retention_pipeline.lib.warehouse import connect, record_failed_load, write_
 RAW_ORDERS = dg.AssetKey(["raw", "orders"])
 RAW_REJECTED = dg.AssetKey(["raw", "rejected_orders"])
 RAW_LOAD_AUDIT = dg.AssetKey(["raw", "load_audit"])
+RAW_FX_RATES = dg.AssetKey(["raw", "fx_rates"])
 ROW_ACCOUNTING_CHECK = "row_accounting_balances"
 
 
@@ -49,6 +50,12 @@ def load_window(context: dg.AssetExecutionContext, config: RawLoadConfig) -> Loa
             description="One row per load with its row accounting.",
             group_name="extraction",
             kinds={"duckdb"},
+        ),
+        dg.AssetSpec(
+            RAW_FX_RATES,
+            description="The FX rates of the config's fx_rates input (empty without one).",
+            group_name="extraction",
+            kinds={"polars", "duckdb"},
         ),
     ],
     check_specs=[
@@ -107,6 +114,13 @@ def raw_orders(context: dg.AssetExecutionContext, config: RawLoadConfig):
             "load_id": result.load_id,
             "rows_read": result.rows_read,
             "rows_deduplicated": result.rows_deduplicated,
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=RAW_FX_RATES,
+        metadata={
+            "load_id": result.load_id,
+            "rates": 0 if batch.fx_rates is None else batch.fx_rates.height,
         },
     )
     yield dg.AssetCheckResult(

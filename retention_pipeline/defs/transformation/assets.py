@@ -37,6 +37,8 @@ def dbt_vars(as_of: str | None) -> dict[str, Any]:
         "active_window_days": config.active_window_days,
         "excluded_statuses": list(config.excluded_statuses),
         **config.segments.model_dump(),
+        "status_map": dict(config.status_map),
+        "gross_margin": config.gross_margin,
     }
 
 

@@ -30,12 +30,18 @@ final as (
         ordered_at,
         order_date,
         order_status,
+        source_status,
         currency,
         gross_amount,
         refunded_amount,
         net_amount,
+        fx_rate,
+        original_gross_amount,
+        original_refunded_amount,
+        original_gross_amount - original_refunded_amount as original_net_amount,
         channel,
         line_count,
+        refund_rows,
         row_number() over (
             partition by customer_id order by ordered_at, order_id
         ) as customer_order_number,
