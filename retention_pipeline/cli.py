@@ -1,4 +1,4 @@
-"""`retention-pipeline`: demo, run and generate, on the same assets the Dagster UI runs."""
+"""`retention-pipeline`: demo, run, report and generate, on the same assets the Dagster UI runs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from retention_pipeline.lib.settings import DEMO_CONFIG, PROJECT_ROOT
 
 DEMO_DATA = PROJECT_ROOT / "data" / "demo" / "orders.csv.gz"
 DEMO_SPEND = PROJECT_ROOT / "data" / "demo" / "marketing_spend.csv"
-DEMO_HEATMAP = PROJECT_ROOT / "data" / "cohort_retention_heatmap.png"
 DEMO_CUSTOMERS = 5_000
 DEMO_SEED = 42
 
@@ -43,6 +42,9 @@ def _run(config_path: Path, as_of: date | None) -> int:
         print("the run failed; see the log above for the failing step", file=sys.stderr)
         return 1
     print_summary(outcome)
+    from retention_pipeline.lib.report import report_path
+
+    print(f"report: {report_path(outcome.config.warehouse_path)}")
     return 0
 
 
@@ -59,14 +61,28 @@ def _demo(args: argparse.Namespace) -> int:
     spend = generate_marketing_spend(orders, seed=DEMO_SEED)
     write_orders(spend, DEMO_SPEND)
     print(f"marketing spend: {spend.height:,} rows in {DEMO_SPEND.relative_to(PROJECT_ROOT)}")
-    status = _run(DEMO_CONFIG, None)
-    if status == 0:
-        from retention_pipeline.lib.charts import cohort_heatmap
-        from retention_pipeline.lib.settings import active_config
+    # The run's last asset writes the report (with the heatmap) beside the warehouse.
+    return _run(DEMO_CONFIG, None)
 
-        heatmap = cohort_heatmap(active_config().warehouse_path, DEMO_HEATMAP)
-        print(f"cohort heatmap: {heatmap.relative_to(PROJECT_ROOT)}")
-    return status
+
+def _report(config_path: Path, out: Path | None) -> int:
+    from retention_pipeline.lib.config import load_config
+    from retention_pipeline.lib.report import render_report
+
+    config = load_config(config_path)
+    if not config.warehouse_path.exists():
+        raise ConfigError(
+            f"no warehouse at {config.warehouse_path}; build it first with "
+            f"`retention-pipeline run --config {config_path}`"
+        )
+    report = render_report(
+        config.warehouse_path,
+        out,
+        currency=config.reporting_currency,
+        window_days=config.active_window_days,
+    )
+    print(f"report: {report.path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,12 +109,22 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the matching daily marketing spend (date, channel, spend) there",
     )
 
+    report = commands.add_parser(
+        "report", help="write the HTML retention report from an existing warehouse"
+    )
+    report.add_argument("--config", required=True, type=Path, help="the YAML configuration file")
+    report.add_argument(
+        "--out", type=Path, help="the HTML file (default: retention_report.html by the warehouse)"
+    )
+
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
             return _demo(args)
         if args.command == "run":
             return _run(args.config, args.as_of)
+        if args.command == "report":
+            return _report(args.config, args.out)
         return _generate(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -20,6 +20,9 @@ Public API
   churned_customers, crr, retention_rate, churn_rate, is_complete
 - `customer_base_daily(orders, as_of, window_days)` -> activity_date, active_start,
   new_customers, reactivated_customers, churned_customers, active_end
+- `marketing_spend_from_raw(raw)` -> spend_date, channel, spend; and
+  `unit_economics(orders, spend, as_of, gross_margin)` -> the columns of
+  `UNIT_ECONOMICS_SCHEMA` (orders need order_id, ordered_at and channel as well)
 - period helpers on Python dates: `period_start`, `next_period_start`, `period_end`,
   `period_number`; and on Polars expressions: `period_start_expr`,
   `next_period_start_expr`, `period_end_expr`, `period_number_expr`.
@@ -294,9 +297,11 @@ def valid_orders_from_raw(
     status_map: dict[str, str] | None = None,
     fx_rates: pl.DataFrame | None = None,
     negative_amounts_are_refunds: bool = False,
+    keep_channel: bool = False,
 ) -> pl.DataFrame:
     """The valid orders (customer_id, order_id, order_date, net_amount, and with
-    `keep_ordered_at` the naive source `ordered_at`) of raw order rows.
+    `keep_ordered_at` the naive source `ordered_at`, with `keep_channel` the trimmed
+    `channel` of the newest version) of raw order rows.
 
     1. Drop bad rows: empty order_id or customer_id (null or blank), unparseable ordered_at,
        unparseable amount, unparseable non-empty refunded_amount, negative amount, refund
@@ -345,6 +350,7 @@ def valid_orders_from_raw(
         currency=_text("currency").str.to_uppercase(),
         status=_text("status").str.to_lowercase(),
         refund_of=_text("refund_of"),
+        channel=_text("channel"),
     )
     parsed = parsed.with_columns(
         order_date=_localize(pl.col("ordered_at"), source_timezone)
@@ -450,6 +456,7 @@ def valid_orders_from_raw(
     if as_of is not None:
         orders = orders.filter(pl.col("order_date") <= as_of)
     schema = {**VALID_ORDERS_SCHEMA, **({"ordered_at": pl.Datetime} if keep_ordered_at else {})}
+    schema |= {"channel": pl.Utf8} if keep_channel else {}
     return orders.select(list(schema)).cast(schema).sort("order_id", "customer_id")
 
 
@@ -857,3 +864,139 @@ def kpis(
         )
         frames.append(table.select(list(KPI_SCHEMA)).cast(KPI_SCHEMA))
     return pl.concat(frames).sort(KPI_KEYS)
+
+
+# --------------------------------------------------------------------------------------------
+# Unit economics: CAC, LTV:CAC and payback per acquisition channel and cohort month
+# --------------------------------------------------------------------------------------------
+
+UNIT_ECONOMICS_SCHEMA = {
+    "acquisition_channel": pl.Utf8,
+    "cohort_month": pl.Date,
+    "months_since_acquisition": pl.Int64,
+    "period_start": pl.Date,
+    "marketing_spend": pl.Float64,
+    "new_customers": pl.Int64,
+    "cac": pl.Float64,
+    "net_revenue": pl.Float64,
+    "cumulative_net_revenue": pl.Float64,
+    "cumulative_margin": pl.Float64,
+    "cumulative_margin_per_customer": pl.Float64,
+    "ltv_to_cac": pl.Float64,
+    "is_paid_back": pl.Boolean,
+    "payback_months": pl.Int64,
+    "is_complete": pl.Boolean,
+}
+UNIT_ECONOMICS_KEYS = ["acquisition_channel", "cohort_month", "months_since_acquisition"]
+ALL_CHANNELS = "all"
+
+
+def marketing_spend_from_raw(raw: pl.DataFrame) -> pl.DataFrame:
+    """The readable rows of a raw spend file (text columns date, channel, spend): spend_date,
+    channel (trimmed, lower-cased) and spend. Rows with no parseable "YYYY-MM-DD" date, an
+    empty channel, or a spend that is missing, not a finite number or negative are dropped."""
+    spend = raw.select(
+        spend_date=_text("date").str.to_date("%Y-%m-%d", strict=False),
+        channel=_text("channel").str.to_lowercase(),
+        spend=_number("spend"),
+    )
+    return spend.drop_nulls().filter(pl.col("spend") >= 0)
+
+
+def unit_economics(
+    orders: pl.DataFrame, spend: pl.DataFrame, as_of: date, gross_margin: float = 1.0
+) -> pl.DataFrame:
+    """Per acquisition channel (and "all"), cohort month and months since acquisition.
+
+    `orders`: valid orders with customer_id, order_id, ordered_at, order_date, net_amount and
+    channel; `spend`: spend_date, channel, spend (as `marketing_spend_from_raw` gives them).
+    A customer is acquired in the month of its first valid order (earliest ordered_at, then
+    order_id) through that order's channel (lower-cased; "unknown" when missing). Cohort
+    months run from the first to the last month with spend dated up to `as_of`; every channel
+    seen in that spend or among those months' customers gets every cohort month, each
+    followed from age 0 to the month holding `as_of`, zero-filled. "all" repeats every
+    customer and every spend row once more. Spend, customers and revenue are those of the
+    channel and cohort; CAC = spend / customers; cumulative margin = cumulative revenue x
+    gross_margin; LTV:CAC = margin per customer / CAC; paid back when there was spend and the
+    cumulative margin reached it; payback = the first such age.
+    """
+    spend = spend.filter(pl.col("spend_date") <= as_of)
+    if spend.is_empty():
+        return pl.DataFrame(schema=UNIT_ECONOMICS_SCHEMA)
+    month = pl.col("spend_date").dt.truncate("1mo")
+    spend = spend.with_columns(cohort_month=month)
+    cohort_months = pl.date_range(
+        spend["cohort_month"].min(), spend["cohort_month"].max(), "1mo", eager=True
+    )
+    as_of_month = period_start(as_of, "month")
+
+    orders = orders.filter(pl.col("order_date") <= as_of).with_columns(
+        pl.col("net_amount").cast(pl.Float64)
+    )
+    customers = (
+        orders.sort("ordered_at", "order_id")
+        .group_by("customer_id", maintain_order=True)
+        .first()
+        .select(
+            "customer_id",
+            cohort_month=pl.col("order_date").dt.truncate("1mo"),
+            acquisition_channel=pl.col("channel").str.to_lowercase().fill_null("unknown"),
+        )
+        .filter(pl.col("cohort_month").is_in(cohort_months.implode()))
+    )
+    spend = spend.select("cohort_month", "spend", acquisition_channel="channel")
+
+    def with_all(frame: pl.DataFrame) -> pl.DataFrame:
+        return pl.concat([frame, frame.with_columns(acquisition_channel=pl.lit(ALL_CHANNELS))])
+
+    customers, spend = with_all(customers), with_all(spend)
+    channels = pl.concat([customers["acquisition_channel"], spend["acquisition_channel"]]).unique()
+    cells = (
+        channels.to_frame()
+        .join(cohort_months.to_frame("cohort_month"), how="cross")
+        .with_columns(period_start=pl.date_ranges("cohort_month", as_of_month, "1mo"))
+        .explode("period_start")
+        .with_columns(
+            months_since_acquisition=period_number_expr(
+                pl.col("cohort_month"), pl.col("period_start"), "month"
+            )
+        )
+    )
+    keys = ["acquisition_channel", "cohort_month"]
+    spent = spend.group_by(keys).agg(marketing_spend=pl.col("spend").sum())
+    sizes = customers.group_by(keys).agg(new_customers=_count(pl.len()))
+    revenue = (
+        orders.join(customers, on="customer_id")
+        .group_by(*keys, period_start=pl.col("order_date").dt.truncate("1mo"))
+        .agg(net_revenue=pl.col("net_amount").sum())
+    )
+    table = (
+        cells.join(spent, on=keys, how="left")
+        .join(sizes, on=keys, how="left")
+        .join(revenue, on=[*keys, "period_start"], how="left")
+        .with_columns(pl.col("marketing_spend", "new_customers", "net_revenue").fill_null(0))
+        .sort(*keys, "months_since_acquisition")
+        .with_columns(cumulative_net_revenue=pl.col("net_revenue").cum_sum().over(keys))
+        .with_columns(cumulative_margin=pl.col("cumulative_net_revenue") * gross_margin)
+        .with_columns(
+            cac=_ratio("marketing_spend", "new_customers"),
+            cumulative_margin_per_customer=_ratio("cumulative_margin", "new_customers"),
+            ltv_to_cac=pl.when(pl.col("new_customers") > 0).then(
+                _ratio("cumulative_margin", "marketing_spend")
+            ),
+            is_paid_back=(pl.col("marketing_spend") > 0)
+            & (pl.col("cumulative_margin") >= pl.col("marketing_spend")),
+            is_complete=period_end_expr(pl.col("period_start"), "month") <= as_of,
+        )
+        .with_columns(
+            payback_months=pl.col("months_since_acquisition")
+            .filter(pl.col("is_paid_back"))
+            .min()
+            .over(keys)
+        )
+    )
+    return (
+        table.select(list(UNIT_ECONOMICS_SCHEMA))
+        .cast(UNIT_ECONOMICS_SCHEMA)
+        .sort(UNIT_ECONOMICS_KEYS)
+    )

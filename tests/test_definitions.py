@@ -27,6 +27,7 @@ MART_ASSETS = {
     "customer_segments", "customer_segment_history", "segment_movements",
     "winback_candidates", "unit_economics", "rejected_orders", "load_audit",
 }  # fmt: skip
+PUBLISHING_ASSETS = {"retention_report"}
 
 
 def _model_assets() -> set[str]:
@@ -77,7 +78,7 @@ def _keys(asset_graph) -> set[str]:
 
 def test_every_asset_is_defined(asset_graph):
     keys = _keys(asset_graph)
-    assert keys >= RAW_ASSETS | MART_ASSETS
+    assert keys >= RAW_ASSETS | MART_ASSETS | PUBLISHING_ASSETS
     models = _model_assets()
     assert {"staging/stg_orders__orders", "intermediate/int_orders__classified"} <= models
     assert models <= keys, f"dbt models without an asset: {sorted(models - keys)}"
@@ -104,6 +105,12 @@ def test_every_asset_is_daily_partitioned_from_the_configured_start(asset_graph)
         assert isinstance(partitions, dg.DailyPartitionsDefinition), key
         assert partitions.get_first_partition_key() == "2023-01-01", key
         assert partitions.timezone == "UTC", key
+
+
+def test_the_report_comes_after_the_marts_it_reads(asset_graph):
+    report = asset_graph.get(dg.AssetKey("retention_report"))
+    reads = {"cohort_retention", "retention_rates", "kpi_periodic", "customer_base_daily"}
+    assert {dg.AssetKey(table) for table in reads} <= set(report.parent_keys)
 
 
 def test_the_row_accounting_check_blocks_downstream(asset_graph):

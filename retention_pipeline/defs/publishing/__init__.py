@@ -1,0 +1,1 @@
+"""Publishing: what people read, made from the marts after every run (the HTML report)."""
