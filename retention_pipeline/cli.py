@@ -67,20 +67,23 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _report(config_path: Path, out: Path | None) -> int:
     from retention_pipeline.lib.config import load_config
-    from retention_pipeline.lib.report import render_report
+    from retention_pipeline.lib.report import render_report, report_path
+    from retention_pipeline.lib.warehouse import marts_file, warehouse_label
 
     config = load_config(config_path)
-    if not config.warehouse_path.exists():
+    if config.warehouse.type == "duckdb" and not config.warehouse_path.exists():
         raise ConfigError(
             f"no warehouse at {config.warehouse_path}; build it first with "
             f"`retention-pipeline run --config {config_path}`"
         )
-    report = render_report(
-        config.warehouse_path,
-        out,
-        currency=config.reporting_currency,
-        window_days=config.active_window_days,
-    )
+    with marts_file(config) as marts:
+        report = render_report(
+            marts,
+            out or report_path(config.warehouse_path),
+            currency=config.reporting_currency,
+            window_days=config.active_window_days,
+            label=warehouse_label(config),
+        )
     print(f"report: {report.path}")
     return 0
 

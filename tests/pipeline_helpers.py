@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pytest
 import reference as ref
 import yaml
 
@@ -67,6 +68,64 @@ REASON_OF_BAD_ROW = {
     "exact_duplicate": None,
     "newer_version": None,
 }
+
+
+# --------------------------------------------------------------------------------------------
+# Outside services
+# --------------------------------------------------------------------------------------------
+
+# CI sets this: a test whose service (a database server, Chromium) is missing fails there
+# instead of skipping.
+REQUIRE_SERVICES = os.environ.get("RETENTION_REQUIRE_SERVICES") == "1"
+# The PostgreSQL server the tests use (trust authentication on this machine and in CI).
+POSTGRES_URL = os.environ.get(
+    "RETENTION_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def service_missing(reason: str) -> None:
+    """Skips the test for a missing outside service, or fails it where CI requires them."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason}, and RETENTION_REQUIRE_SERVICES=1 requires it")
+    pytest.skip(reason)
+
+
+def postgres_connection(url: str = POSTGRES_URL):
+    """An autocommit psycopg2 connection to the test server, or a skip (a failure in CI)
+    that says how to point the tests at one."""
+    import psycopg2
+
+    try:
+        con = psycopg2.connect(url, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        service_missing(
+            f"PostgreSQL is unreachable at {url} ({first_line}); start it or set "
+            "RETENTION_TEST_POSTGRES_URL"
+        )
+    con.autocommit = True
+    return con
+
+
+def drop_postgres_schemas(con, prefix: str) -> None:
+    """Drops every schema whose name starts with `prefix` (a test's own names)."""
+    cursor = con.cursor()
+    cursor.execute("select nspname from pg_namespace where starts_with(nspname, %s)", (prefix,))
+    for (name,) in cursor.fetchall():
+        cursor.execute(f'drop schema "{name}" cascade')
+
+
+def read_postgres_table(con, schema: str, table: str) -> pl.DataFrame:
+    return pl.read_database(f'select * from "{schema}"."{table}"', con)
+
+
+def postgres_table_names(con, schema: str) -> list[str]:
+    cursor = con.cursor()
+    cursor.execute(
+        "select table_name from information_schema.tables where table_schema = %s order by 1",
+        (schema,),
+    )
+    return [name for (name,) in cursor.fetchall()]
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,6 +30,9 @@ ORDER_COLUMNS = (
 )
 LINE_COLUMNS = ("quantity", "unit_price", "line_amount")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# PostgreSQL names the pipeline derives from config (schemas, a role): lower case, so that
+# they read the same quoted or not, and short enough for the suffixes added to them.
+IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 
 
 class ConfigError(ValueError):
@@ -169,9 +172,47 @@ class MarketingSpendConfig(_Strict):
 
 class WarehouseConfig(_Strict):
     type: Literal["duckdb", "postgres"] = "duckdb"
+    # DuckDB: the warehouse file. PostgreSQL: its folder keeps the local files (the report,
+    # dbt's target folder).
     path: str = "warehouse.duckdb"
+    # DuckDB: the folder of the published snapshot and Parquet files; default `published`
+    # beside the warehouse file.
+    publish_dir: str | None = None
     url_env: str | None = None
     schema_name: str = Field("retention", alias="schema")
+    # PostgreSQL: the schema BI reads, default `<schema>_published`, readable by reader_role.
+    published_schema: str | None = None
+    reader_role: str = "retention_reader"
+
+    @field_validator("schema_name", "published_schema", "reader_role")
+    @classmethod
+    def _plain_identifier(cls, value: str | None) -> str | None:
+        if value is not None and not IDENTIFIER.fullmatch(value):
+            raise ValueError(
+                "must be 1 to 40 lower-case letters, digits and underscores, not starting "
+                "with a digit"
+            )
+        return value
+
+    @field_validator("url_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _IDENTIFIER.match(value):
+            raise ValueError("must name an environment variable, such as WAREHOUSE_DB_URL")
+        return value
+
+    @model_validator(mode="after")
+    def _postgres_needs_url(self) -> WarehouseConfig:
+        if self.type == "postgres" and not self.url_env:
+            raise ValueError(
+                "a postgres warehouse needs 'url_env': the name of the environment variable "
+                "holding its URL (postgresql://user@host:5432/database)"
+            )
+        return self
+
+    @property
+    def published(self) -> str:
+        return self.published_schema or f"{self.schema_name}_published"
 
 
 class ScheduleConfig(_Strict):
@@ -298,6 +339,33 @@ class PipelineConfig(_Strict):
     @property
     def warehouse_path(self) -> Path:
         return self.resolve(self.warehouse.path)
+
+    @property
+    def publish_dir(self) -> Path:
+        """DuckDB: where the published snapshot file and Parquet files go."""
+        if self.warehouse.publish_dir is not None:
+            return self.resolve(self.warehouse.publish_dir)
+        return self.warehouse_path.parent / "published"
+
+    @property
+    def raw_schema(self) -> str:
+        """The raw layer's schema: `raw` in the DuckDB file; `<schema>_raw` on PostgreSQL,
+        where several warehouses may share a database."""
+        if self.warehouse.type == "duckdb":
+            return "raw"
+        return f"{self.warehouse.schema_name}_raw"
+
+    @property
+    def warehouse_url(self) -> str:
+        """The PostgreSQL warehouse's URL, from the environment variable url_env names."""
+        name = self.warehouse.url_env
+        url = os.environ.get(name or "")
+        if not url:
+            raise ConfigError(
+                f"warehouse.url_env names {name}, which is not set: export {name}="
+                "postgresql://user:password@host:5432/database"
+            )
+        return url
 
     @property
     def fx_rates_path(self) -> Path | None:

@@ -20,19 +20,22 @@ import polars as pl
 import polars.selectors as cs
 
 from retention_pipeline.lib.config import SPEND_COLUMNS, ConfigError, PipelineConfig
-from retention_pipeline.lib.warehouse import RAW_SCHEMA
+from retention_pipeline.lib.warehouse import Session, as_session
 
-SPEND_DDL = f"""
-create schema if not exists {RAW_SCHEMA};
-create table if not exists {RAW_SCHEMA}.marketing_spend (
+
+def spend_ddl(raw: str) -> str:
+    """The raw spend tables in schema `raw` (a quoted identifier), created when missing."""
+    return f"""
+create schema if not exists {raw};
+create table if not exists {raw}.marketing_spend (
     load_id varchar not null,
     source_row varchar not null,
     spend_date date not null,
     channel varchar not null,
-    spend double not null,
+    spend double precision not null,
     loaded_at timestamp not null
 );
-create table if not exists {RAW_SCHEMA}.rejected_marketing_spend (
+create table if not exists {raw}.rejected_marketing_spend (
     load_id varchar not null,
     source_row varchar not null,
     raw_record varchar,
@@ -41,6 +44,7 @@ create table if not exists {RAW_SCHEMA}.rejected_marketing_spend (
     rejected_at timestamp not null
 );
 """
+
 
 # Checked in this order; a row is rejected with the first that fails.
 SPEND_REASONS = {
@@ -198,24 +202,26 @@ def read_spend(config: PipelineConfig) -> SpendBatch:
     return validate_spend(scan_spend_rows(config), config.marketing_spend.date_format)
 
 
-def write_spend(con: duckdb.DuckDBPyConnection, batch: SpendBatch) -> str:
+def write_spend(con: duckdb.DuckDBPyConnection | Session, batch: SpendBatch) -> str:
     """Replaces the raw spend tables with the batch, atomically; returns the load id."""
-    con.execute(SPEND_DDL)
+    con = as_session(con)
+    raw = con.raw_schema
+    con.execute(spend_ddl(raw))
     load_id = uuid.uuid4().hex
     now = datetime.now(UTC).replace(tzinfo=None)
     con.register("batch_spend", batch.spend)
     con.register("batch_rejected_spend", batch.rejected)
     con.execute("begin transaction")
     try:
-        con.execute(f"delete from {RAW_SCHEMA}.marketing_spend")
-        con.execute(f"delete from {RAW_SCHEMA}.rejected_marketing_spend")
+        con.execute(f"delete from {raw}.marketing_spend")
+        con.execute(f"delete from {raw}.rejected_marketing_spend")
         con.execute(
-            f"insert into {RAW_SCHEMA}.marketing_spend select $load_id, source_row, "
+            f"insert into {raw}.marketing_spend select $load_id, source_row, "
             "spend_date, channel, spend, $now from batch_spend",
             {"load_id": load_id, "now": now},
         )
         con.execute(
-            f"insert into {RAW_SCHEMA}.rejected_marketing_spend select $load_id, source_row, "
+            f"insert into {raw}.rejected_marketing_spend select $load_id, source_row, "
             "raw_record, reason_code, reason, $now from batch_rejected_spend",
             {"load_id": load_id, "now": now},
         )

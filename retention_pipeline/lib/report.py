@@ -154,10 +154,15 @@ def read_headline(warehouse: Path) -> tuple[date | None, Headline | None]:
 
 
 def render_report(
-    warehouse: Path, out: Path | None = None, currency: str = "USD", window_days: int = 90
+    warehouse: Path,
+    out: Path | None = None,
+    currency: str = "USD",
+    window_days: int = 90,
+    label: str | None = None,
 ) -> Report:
     """Draws every chart whose table the warehouse has, and writes the HTML report to `out`
-    (default: beside the warehouse) in one replace, so a reader never sees half a file."""
+    (default: beside the warehouse) in one replace, so a reader never sees half a file.
+    `label` names the warehouse on the page (default the file's name)."""
     warehouse = Path(warehouse)
     if not warehouse.exists():
         raise FileNotFoundError(f"no warehouse at {warehouse}")
@@ -175,7 +180,9 @@ def render_report(
             "select active_end from main.customer_base_daily order by activity_date desc limit 1"
         ).fetchone()
     report = Report(out, as_of, headline, images, missing)
-    page = _page(report, currency, active[0] if active else None, window_days, warehouse.name)
+    page = _page(
+        report, currency, active[0] if active else None, window_days, label or warehouse.name
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
     partial.write_text(page, encoding="utf-8")

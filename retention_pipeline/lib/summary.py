@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from retention_pipeline.lib.runner import RunOutcome
-from retention_pipeline.lib.warehouse import connect
+from retention_pipeline.lib.warehouse import connect, marts_file, warehouse_label
 
 SUMMARY_TABLES = (
     "fct_orders",
@@ -24,8 +24,7 @@ SUMMARY_TABLES = (
 
 
 def print_summary(outcome: RunOutcome) -> None:
-    path = outcome.config.warehouse_path
-    with connect(path, read_only=True) as con:
+    with marts_file(outcome.config) as path, connect(path, read_only=True) as con:
         print("\ntables built:")
         for table in SUMMARY_TABLES:
             rows = con.execute(f"select count(*) from main.{table}").fetchone()[0]
@@ -63,4 +62,4 @@ def print_summary(outcome: RunOutcome) -> None:
             f"CAC {cohort:%Y-%m} (all channels): {value:,.2f} "
             f"(spend {spend:,.2f}, {customers:,} new customers)"
         )
-    print(f"warehouse: {path}")
+    print(f"warehouse: {warehouse_label(outcome.config)}")

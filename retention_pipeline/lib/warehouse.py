@@ -1,15 +1,19 @@
-"""The raw layer of the DuckDB warehouse: landed orders, quarantined rows, load audits and
-the FX rates in force.
+"""The raw layer of the warehouse (DuckDB or PostgreSQL): landed orders, quarantined rows,
+load audits and the FX rates in force.
 
 dbt reads these tables as sources. A load replaces its window and every order it read
 in one transaction, so a crash leaves the previous state and running a load twice equals
-running it once.
+running it once. The SQL is written once, in DuckDB's `$name` parameter style; a
+`PostgresSession` speaks it to PostgreSQL and lands frames with COPY.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import re
+import tempfile
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,16 +23,19 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from retention_pipeline.lib.config import ConfigError
+from retention_pipeline.lib.config import IDENTIFIER, ConfigError, PipelineConfig
 from retention_pipeline.lib.fx import FX_COLUMNS
 from retention_pipeline.lib.quarantine import LoadBatch, LoadWindow
 
 RAW_SCHEMA = "raw"
 PII_KEY_ENV = "RETENTION_PII_KEY"
 
-DDL = f"""
-create schema if not exists {RAW_SCHEMA};
-create table if not exists {RAW_SCHEMA}.orders (
+
+def raw_ddl(raw: str) -> str:
+    """The raw tables in schema `raw` (a quoted identifier), created when missing."""
+    return f"""
+create schema if not exists {raw};
+create table if not exists {raw}.orders (
     load_id varchar not null,
     load_sequence bigint not null,
     source varchar not null,
@@ -38,29 +45,29 @@ create table if not exists {RAW_SCHEMA}.orders (
     ordered_at timestamp not null,
     order_date date not null,
     updated_at timestamp,
-    amount double not null,
-    refunded_amount double,
+    amount double precision not null,
+    refunded_amount double precision,
     currency varchar not null,
     status varchar,
     channel varchar,
     customer_email_hash varchar,
     line_count integer not null,
     loaded_at timestamp not null,
-    fx_rate double,
+    fx_rate double precision,
     refund_rows integer
 );
 -- Warehouses made before FX rates and refund rows existed get the columns.
-alter table {RAW_SCHEMA}.orders add column if not exists fx_rate double;
-alter table {RAW_SCHEMA}.orders add column if not exists refund_rows integer;
-create table if not exists {RAW_SCHEMA}.fx_rates (
+alter table {raw}.orders add column if not exists fx_rate double precision;
+alter table {raw}.orders add column if not exists refund_rows integer;
+create table if not exists {raw}.fx_rates (
     currency varchar not null,
     rate_date date not null,
-    rate double not null,
+    rate double precision not null,
     source_row varchar not null,
     load_id varchar not null,
     loaded_at timestamp not null
 );
-create table if not exists {RAW_SCHEMA}.rejected_orders (
+create table if not exists {raw}.rejected_orders (
     load_id varchar not null,
     source varchar not null,
     source_row varchar not null,
@@ -71,7 +78,7 @@ create table if not exists {RAW_SCHEMA}.rejected_orders (
     order_date date,
     rejected_at timestamp not null
 );
-create table if not exists {RAW_SCHEMA}.load_audit (
+create table if not exists {raw}.load_audit (
     load_id varchar not null,
     load_sequence bigint not null,
     source varchar not null,
@@ -112,8 +119,9 @@ def connect(path: Path, read_only: bool = False):
         con.close()
 
 
-def _email_hash_sql(column: str) -> str:
-    """HMAC-SHA256 of the email in SQL, so clear emails never reach a table."""
+def _hmac_pads() -> tuple[str, str]:
+    """The HMAC-SHA256 inner and outer key pads (hex) of the PII key, so that emails are
+    hashed in SQL and clear emails never reach a table."""
     key = os.environ.get(PII_KEY_ENV)
     if not key:
         raise ConfigError(
@@ -123,13 +131,188 @@ def _email_hash_sql(column: str) -> str:
     raw_key = key.encode()
     # RFC 2104: a key longer than the block is hashed first.
     block = (hashlib.sha256(raw_key).digest() if len(raw_key) > 64 else raw_key).ljust(64, b"\0")
-    inner = bytes(b ^ 0x36 for b in block).hex()
-    outer = bytes(b ^ 0x5C for b in block).hex()
-    return f"sha256(unhex('{outer}') || unhex(sha256(unhex('{inner}') || encode({column}))))"
+    return bytes(b ^ 0x36 for b in block).hex(), bytes(b ^ 0x5C for b in block).hex()
+
+
+class DuckDBSession:
+    """The raw layer's statements on a DuckDB connection, which speaks them natively."""
+
+    raw_schema = RAW_SCHEMA
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+
+    def execute(self, sql: str, params: dict | None = None):
+        return self.con.execute(sql, params)
+
+    def register(self, name: str, frame: pl.DataFrame) -> None:
+        self.con.register(name, frame)
+
+    def unregister(self, name: str) -> None:
+        self.con.unregister(name)
+
+    @staticmethod
+    def email_hash_sql(column: str) -> str:
+        inner, outer = _hmac_pads()
+        return f"sha256(unhex('{outer}') || unhex(sha256(unhex('{inner}') || encode({column}))))"
+
+
+# Polars types as PostgreSQL column types, for the temporary tables frames are copied into.
+_PG_TYPES = {
+    pl.String: "text",
+    pl.Float64: "double precision",
+    pl.Float32: "double precision",
+    pl.Date: "date",
+    pl.Boolean: "boolean",
+    pl.Null: "text",
+}
+
+
+def _pg_type(dtype: pl.DataType) -> str:
+    if dtype.is_integer():
+        return "bigint"
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is not None:
+            raise TypeError("timestamps reach the raw layer as naive UTC")
+        return "timestamp"
+    if isinstance(dtype, pl.Decimal):
+        return "numeric"
+    return _PG_TYPES[dtype.base_type()]
+
+
+class PostgresSession:
+    """The raw layer's statements on PostgreSQL: `$name` parameters become psycopg2's, and
+    a registered frame is a temporary table filled by one COPY (not row inserts)."""
+
+    def __init__(self, con, raw_schema: str):
+        self.con = con  # a psycopg2 connection in autocommit: transactions are explicit
+        self.raw_schema = raw_schema
+
+    def execute(self, sql: str, params: dict | None = None):
+        cursor = self.con.cursor()
+        if params is None:
+            cursor.execute(sql)
+        else:
+            cursor.execute(_NAMED_PARAMETER.sub(r"%(\1)s", sql.replace("%", "%%")), params)
+        return cursor
+
+    def register(self, name: str, frame: pl.DataFrame) -> None:
+        columns = ", ".join(f'"{c}" {_pg_type(t)}' for c, t in frame.schema.items())
+        cursor = self.con.cursor()
+        cursor.execute(f'drop table if exists pg_temp."{name}"')
+        cursor.execute(f'create temporary table "{name}" ({columns})')
+        # CSV keeps nulls (unquoted empty) apart from empty strings (""), and Polars writes
+        # floats so that they read back exactly.
+        buffer = io.BytesIO(frame.write_csv(include_header=False).encode())
+        cursor.copy_expert(f'copy "{name}" from stdin with (format csv)', buffer)
+
+    def unregister(self, name: str) -> None:
+        self.con.cursor().execute(f'drop table if exists pg_temp."{name}"')
+
+    @staticmethod
+    def email_hash_sql(column: str) -> str:
+        inner, outer = _hmac_pads()
+        # The same HMAC as DuckDB's: lowercase hex of sha256(outer || sha256(inner || email)).
+        return (
+            f"encode(sha256(decode('{outer}', 'hex') || sha256(decode('{inner}', 'hex') || "
+            f"convert_to({column}, 'UTF8'))), 'hex')"
+        )
+
+
+_NAMED_PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+Session = DuckDBSession | PostgresSession
+
+
+def as_session(con: duckdb.DuckDBPyConnection | Session) -> Session:
+    """A warehouse session; a bare DuckDB connection is one on that connection."""
+    return con if isinstance(con, DuckDBSession | PostgresSession) else DuckDBSession(con)
+
+
+@contextmanager
+def open_warehouse(config: PipelineConfig):
+    """A session on the configured warehouse for writing the raw layer."""
+    if config.warehouse.type == "duckdb":
+        with connect(config.warehouse_path) as con:
+            yield DuckDBSession(con)
+        return
+    con = pg_connect(config)
+    try:
+        yield PostgresSession(con, quote_identifier(config.raw_schema))
+    finally:
+        con.close()
+
+
+def pg_connect(config: PipelineConfig):
+    """A psycopg2 connection in autocommit to the warehouse URL in the environment."""
+    import psycopg2
+
+    con = psycopg2.connect(config.warehouse_url)
+    con.autocommit = True
+    return con
+
+
+def read_postgres(con, sql: str) -> pl.DataFrame:
+    """A query's rows on PostgreSQL as a frame."""
+    return pl.read_database(sql, con)
+
+
+def postgres_tables(con, schema: str) -> list[str]:
+    """The tables and views of `schema`, sorted."""
+    cursor = con.cursor()
+    cursor.execute(
+        "select table_name from information_schema.tables where table_schema = %s order by 1",
+        (schema,),
+    )
+    return [name for (name,) in cursor.fetchall()]
+
+
+@contextmanager
+def marts_file(config: PipelineConfig):
+    """A DuckDB file with the warehouse's marts (schema main) and its as-of date, for the
+    readers written for DuckDB (the report, the run summary): the warehouse file itself, or
+    on PostgreSQL a temporary local copy of the marts the last build left."""
+    if config.warehouse.type == "duckdb":
+        yield config.warehouse_path
+        return
+    schema = quote_identifier(config.warehouse.schema_name)
+    intermediate = quote_identifier(f"{config.warehouse.schema_name}_intermediate")
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "marts.duckdb"
+        pg = pg_connect(config)
+        try:
+            with connect(path) as con:
+                copies = [
+                    (f'main."{table}"', f'{schema}."{table}"')
+                    for table in postgres_tables(pg, config.warehouse.schema_name)
+                ]
+                con.execute("create schema intermediate")
+                copies.append(("intermediate.int_run__as_of", f"{intermediate}.int_run__as_of"))
+                for target, source in copies:
+                    con.register("copied", read_postgres(pg, f"select * from {source}"))
+                    con.execute(f"create table {target} as select * from copied")
+                    con.unregister("copied")
+        finally:
+            pg.close()
+        yield path
+
+
+def warehouse_label(config: PipelineConfig) -> str:
+    """The warehouse in words, for people: its file, or its PostgreSQL schema."""
+    if config.warehouse.type == "duckdb":
+        return str(config.warehouse_path)
+    return f"PostgreSQL schema {config.warehouse.schema_name} (from ${config.warehouse.url_env})"
+
+
+def quote_identifier(name: str) -> str:
+    """A validated identifier, double-quoted: config names never reach SQL unchecked."""
+    if not IDENTIFIER.fullmatch(name):
+        raise ConfigError(f"'{name}' is not a plain SQL identifier (letters, digits, _)")
+    return f'"{name}"'
 
 
 def write_load(
-    con: duckdb.DuckDBPyConnection,
+    con: duckdb.DuckDBPyConnection | Session,
     source: str,
     window: LoadWindow,
     batch: LoadBatch,
@@ -138,13 +321,15 @@ def write_load(
 ) -> LoadResult:
     """Replaces the window's rows and the batch's orders of `source` with the batch, and
     records the load, atomically."""
-    con.execute(DDL)
+    con = as_session(con)
+    raw = con.raw_schema
+    con.execute(raw_ddl(raw))
     load_id = uuid.uuid4().hex
     # DuckDB reads a frame of one chunk much faster than one of many (as a scan leaves it).
     con.register("batch_orders", batch.orders.rechunk())
     con.register("batch_rejected", batch.rejected)
     con.register("batch_fx_rates", _fx_rates_frame(batch))
-    email = _email_hash_sql("batch_orders.customer_email") if hash_emails else "null"
+    email = con.email_hash_sql("batch_orders.customer_email") if hash_emails else "null"
     first = "null" if window.first is None else f"date '{window.first.isoformat()}'"
     in_window = f"order_date <= date '{window.last.isoformat()}'" + (
         "" if window.first is None else f" and order_date >= {first}"
@@ -152,7 +337,7 @@ def write_load(
     con.execute("begin transaction")
     try:
         sequence = con.execute(
-            f"select coalesce(max(load_sequence), 0) + 1 from {RAW_SCHEMA}.load_audit"
+            f"select coalesce(max(load_sequence), 0) + 1 from {raw}.load_audit"
         ).fetchone()[0]
         # The batch holds every row of each order it touches (validate reads orders whole), so
         # it replaces those orders in both tables, wherever they were placed before; and the
@@ -162,19 +347,19 @@ def write_load(
             "union all select order_id from batch_rejected where order_id is not null"
         )
         con.execute(
-            f"delete from {RAW_SCHEMA}.orders where source = $source and ({in_window} "
+            f"delete from {raw}.orders where source = $source and ({in_window} "
             f"or order_id in ({batch_ids}))",
             {"source": source},
         )
         con.execute(
-            f"delete from {RAW_SCHEMA}.rejected_orders where source = $source and "
+            f"delete from {raw}.rejected_orders where source = $source and "
             f"({in_window} or order_date is null or order_id in ({batch_ids}))",
             {"source": source},
         )
         now = datetime.now(UTC).replace(tzinfo=None)
         con.execute(
             f"""
-            insert into {RAW_SCHEMA}.orders (load_id, load_sequence, source, source_row,
+            insert into {raw}.orders (load_id, load_sequence, source, source_row,
                 order_id, customer_id, ordered_at, order_date, updated_at, amount,
                 refunded_amount, currency, status, channel, customer_email_hash, line_count,
                 loaded_at, fx_rate, refund_rows)
@@ -187,7 +372,7 @@ def write_load(
         )
         con.execute(
             f"""
-            insert into {RAW_SCHEMA}.rejected_orders
+            insert into {raw}.rejected_orders
             select $load_id, $source, source_row, raw_record, reason_code, reason, order_id,
                 order_date, $now
             from batch_rejected
@@ -195,10 +380,10 @@ def write_load(
             {"load_id": load_id, "source": source, "now": now},
         )
         # The rates in force replace the previous ones whole: the table mirrors the FX input.
-        con.execute(f"delete from {RAW_SCHEMA}.fx_rates")
+        con.execute(f"delete from {raw}.fx_rates")
         con.execute(
             f"""
-            insert into {RAW_SCHEMA}.fx_rates
+            insert into {raw}.fx_rates
             select currency, rate_date, rate, source_row, $load_id, $now from batch_fx_rates
             """,
             {"load_id": load_id, "now": now},
@@ -208,9 +393,9 @@ def write_load(
             f"""
             select
                 (select coalesce(sum(line_count + coalesce(refund_rows, 0)), 0)
-                 from {RAW_SCHEMA}.orders
+                 from {raw}.orders
                  where load_id = $load_id),
-                (select count(*) from {RAW_SCHEMA}.rejected_orders where load_id = $load_id)
+                (select count(*) from {raw}.rejected_orders where load_id = $load_id)
             """,
             {"load_id": load_id},
         ).fetchone()
@@ -219,7 +404,7 @@ def write_load(
         )
         con.execute(
             f"""
-            insert into {RAW_SCHEMA}.load_audit values (
+            insert into {raw}.load_audit values (
                 $load_id, $sequence, $source, {first}, $last, $started_at, $finished_at,
                 $read, $loaded, $rejected, $deduplicated, 'succeeded', null)
             """,
@@ -261,20 +446,22 @@ def _fx_rates_frame(batch: LoadBatch) -> pl.DataFrame:
 
 
 def record_failed_load(
-    con: duckdb.DuckDBPyConnection,
+    con: duckdb.DuckDBPyConnection | Session,
     source: str,
     window: LoadWindow,
     started_at: datetime,
     error: str,
 ) -> None:
-    con.execute(DDL)
+    con = as_session(con)
+    raw = con.raw_schema
+    con.execute(raw_ddl(raw))
     con.execute(
         f"""
-        insert into {RAW_SCHEMA}.load_audit (load_id, load_sequence, source, window_first,
+        insert into {raw}.load_audit (load_id, load_sequence, source, window_first,
             window_last, started_at, finished_at, status, error)
         select $load_id, coalesce(max(load_sequence), 0) + 1, $source, $first, $last,
             $started_at, $finished_at, 'failed', $error
-        from {RAW_SCHEMA}.load_audit
+        from {raw}.load_audit
         """,
         {
             "load_id": uuid.uuid4().hex,

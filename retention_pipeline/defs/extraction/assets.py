@@ -4,8 +4,13 @@ import dagster as dg
 
 from retention_pipeline.lib.extract import scan_source_rows
 from retention_pipeline.lib.quarantine import LoadWindow, validate
-from retention_pipeline.lib.settings import WAREHOUSE_POOL, active_config, daily_partitions
-from retention_pipeline.lib.warehouse import connect, record_failed_load, write_load
+from retention_pipeline.lib.settings import (
+    WAREHOUSE_POOL,
+    active_config,
+    daily_partitions,
+    warehouse_kind,
+)
+from retention_pipeline.lib.warehouse import open_warehouse, record_failed_load, write_load
 
 RAW_ORDERS = dg.AssetKey(["raw", "orders"])
 RAW_REJECTED = dg.AssetKey(["raw", "rejected_orders"])
@@ -37,25 +42,25 @@ def load_window(context: dg.AssetExecutionContext, config: RawLoadConfig) -> Loa
             RAW_ORDERS,
             description="Orders landed from the source, newest version per load.",
             group_name="extraction",
-            kinds={"polars", "duckdb"},
+            kinds={"polars", warehouse_kind()},
         ),
         dg.AssetSpec(
             RAW_REJECTED,
             description="Quarantined source rows with their reason.",
             group_name="extraction",
-            kinds={"duckdb"},
+            kinds={warehouse_kind()},
         ),
         dg.AssetSpec(
             RAW_LOAD_AUDIT,
             description="One row per load with its row accounting.",
             group_name="extraction",
-            kinds={"duckdb"},
+            kinds={warehouse_kind()},
         ),
         dg.AssetSpec(
             RAW_FX_RATES,
             description="The FX rates of the config's fx_rates input (empty without one).",
             group_name="extraction",
-            kinds={"polars", "duckdb"},
+            kinds={"polars", warehouse_kind()},
         ),
     ],
     check_specs=[
@@ -78,7 +83,7 @@ def raw_orders(context: dg.AssetExecutionContext, config: RawLoadConfig):
     source = pipeline.source.name
     try:
         batch = validate(scan_source_rows(pipeline), pipeline, window, started_at)
-        with connect(pipeline.warehouse_path) as con:
+        with open_warehouse(pipeline) as con:
             result = write_load(
                 con,
                 source,
@@ -88,7 +93,7 @@ def raw_orders(context: dg.AssetExecutionContext, config: RawLoadConfig):
                 hash_emails="customer_email" in pipeline.source.columns,
             )
     except Exception as exc:
-        with connect(pipeline.warehouse_path) as con:
+        with open_warehouse(pipeline) as con:
             record_failed_load(con, source, window, started_at, str(exc))
         raise
     context.log.info(

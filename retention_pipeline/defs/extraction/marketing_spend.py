@@ -1,8 +1,13 @@
 import dagster as dg
 
 from retention_pipeline.lib.marketing import read_spend, write_spend
-from retention_pipeline.lib.settings import WAREHOUSE_POOL, active_config, daily_partitions
-from retention_pipeline.lib.warehouse import connect
+from retention_pipeline.lib.settings import (
+    WAREHOUSE_POOL,
+    active_config,
+    daily_partitions,
+    warehouse_kind,
+)
+from retention_pipeline.lib.warehouse import open_warehouse
 
 RAW_MARKETING_SPEND = dg.AssetKey(["raw", "marketing_spend"])
 RAW_REJECTED_SPEND = dg.AssetKey(["raw", "rejected_marketing_spend"])
@@ -18,13 +23,13 @@ SPEND_ROWS_CHECK = "marketing_spend_rows_valid"
                 "file, replaced whole every run; empty when none is configured."
             ),
             group_name="extraction",
-            kinds={"polars", "duckdb"},
+            kinds={"polars", warehouse_kind()},
         ),
         dg.AssetSpec(
             RAW_REJECTED_SPEND,
             description="Marketing spend rows quarantined with their reason.",
             group_name="extraction",
-            kinds={"duckdb"},
+            kinds={warehouse_kind()},
         ),
     ],
     check_specs=[
@@ -45,7 +50,7 @@ def raw_marketing_spend(context: dg.AssetExecutionContext):
     """Reads the configured marketing spend and replaces it in the raw layer."""
     pipeline = active_config()
     batch = read_spend(pipeline)
-    with connect(pipeline.warehouse_path) as con:
+    with open_warehouse(pipeline) as con:
         load_id = write_spend(con, batch)
     configured = pipeline.marketing_spend is not None
     context.log.info(

@@ -2,6 +2,7 @@ import dagster as dg
 
 from retention_pipeline.lib.report import render_report, report_path
 from retention_pipeline.lib.settings import WAREHOUSE_POOL, active_config, daily_partitions
+from retention_pipeline.lib.warehouse import marts_file, warehouse_label
 
 # The marts the report reads (the charts' tables are in lib/report.py, CHARTS).
 REPORT_SOURCES = ("cohort_retention", "retention_rates", "kpi_periodic", "customer_base_daily")
@@ -21,12 +22,14 @@ def retention_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     charts inline, the last complete month's numbers), its charts as PNG files in
     retention_report_images/, and the charts in this asset's metadata for the Dagster UI."""
     config = active_config()
-    report = render_report(
-        config.warehouse_path,
-        report_path(config.warehouse_path),
-        currency=config.reporting_currency,
-        window_days=config.active_window_days,
-    )
+    with marts_file(config) as marts:
+        report = render_report(
+            marts,
+            report_path(config.warehouse_path),
+            currency=config.reporting_currency,
+            window_days=config.active_window_days,
+            label=warehouse_label(config),
+        )
     # The charts describe the whole warehouse, not a day: a backfill of many days carries
     # them on its last day's materialization only, not a copy per partition.
     context.add_asset_metadata(

@@ -39,6 +39,7 @@ def dbt_vars(as_of: str | None) -> dict[str, Any]:
         **config.segments.model_dump(),
         "status_map": dict(config.status_map),
         "gross_margin": config.gross_margin,
+        "raw_schema": config.raw_schema,
     }
 
 
@@ -66,8 +67,11 @@ def retention_dbt_models(
 
 
 def warehouse_target_path() -> Path:
-    """dbt's target folder beside the warehouse file, kept between runs: its partial parse
-    state matches this warehouse's profile, so the next run skips a full parse (~3 s), and
-    runs do not pile up a folder each. Runs on one warehouse never overlap (the pool)."""
-    warehouse = active_config().warehouse_path
-    return warehouse.with_name(f"{warehouse.name}.dbt-target")
+    """dbt's target folder beside the warehouse file (on PostgreSQL, named after the schema
+    in that folder), kept between runs: its partial parse state matches this warehouse's
+    profile, so the next run skips a full parse (~3 s), and runs do not pile up a folder
+    each. Runs on one warehouse never overlap (the pool)."""
+    config = active_config()
+    warehouse = config.warehouse_path
+    name = warehouse.name if config.warehouse.type == "duckdb" else config.warehouse.schema_name
+    return warehouse.with_name(f"{name}.dbt-target")
