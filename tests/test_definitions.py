@@ -27,7 +27,7 @@ MART_ASSETS = {
     "customer_segments", "customer_segment_history", "segment_movements",
     "winback_candidates", "unit_economics", "rejected_orders", "load_audit",
 }  # fmt: skip
-PUBLISHING_ASSETS = {"retention_report"}
+PUBLISHING_ASSETS = {"retention_report", "published_marts"}
 
 
 def _model_assets() -> set[str]:
@@ -111,6 +111,11 @@ def test_the_report_comes_after_the_marts_it_reads(asset_graph):
     report = asset_graph.get(dg.AssetKey("retention_report"))
     reads = {"cohort_retention", "retention_rates", "kpi_periodic", "customer_base_daily"}
     assert {dg.AssetKey(table) for table in reads} <= set(report.parent_keys)
+
+
+def test_publishing_comes_after_every_mart(asset_graph):
+    published = asset_graph.get(dg.AssetKey("published_marts"))
+    assert {dg.AssetKey(mart) for mart in MART_ASSETS} <= set(published.parent_keys)
 
 
 def test_the_row_accounting_check_blocks_downstream(asset_graph):

@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from retention_pipeline.lib.config import IDENTIFIER, ConfigError, PipelineConfig
+from retention_pipeline.lib.config import ConfigError, PipelineConfig
 from retention_pipeline.lib.fx import FX_COLUMNS
 from retention_pipeline.lib.quarantine import LoadBatch, LoadWindow
 
@@ -219,6 +219,8 @@ class PostgresSession:
         )
 
 
+# Names the pipeline puts in SQL: lower case, at most PostgreSQL's 63 characters.
+_PG_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _NAMED_PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 Session = DuckDBSession | PostgresSession
@@ -306,7 +308,7 @@ def warehouse_label(config: PipelineConfig) -> str:
 
 def quote_identifier(name: str) -> str:
     """A validated identifier, double-quoted: config names never reach SQL unchecked."""
-    if not IDENTIFIER.fullmatch(name):
+    if not _PG_IDENTIFIER.fullmatch(name):
         raise ConfigError(f"'{name}' is not a plain SQL identifier (letters, digits, _)")
     return f'"{name}"'
 

@@ -1,7 +1,14 @@
 import dagster as dg
 
+from retention_pipeline.defs.transformation.assets import retention_dbt_models
+from retention_pipeline.lib.publish import publish
 from retention_pipeline.lib.report import render_report, report_path
-from retention_pipeline.lib.settings import WAREHOUSE_POOL, active_config, daily_partitions
+from retention_pipeline.lib.settings import (
+    WAREHOUSE_POOL,
+    active_config,
+    daily_partitions,
+    warehouse_kind,
+)
 from retention_pipeline.lib.warehouse import marts_file, warehouse_label
 
 # The marts the report reads (the charts' tables are in lib/report.py, CHARTS).
@@ -52,4 +59,36 @@ def retention_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             "net_revenue": headline.net_revenue,
         }
         metadata |= {key: value for key, value in numbers.items() if value is not None}
+    return dg.MaterializeResult(metadata=metadata)
+
+
+# Marts keep their bare names as asset keys; staging and intermediate models have a prefix.
+MART_KEYS = sorted(
+    (key for key in retention_dbt_models.keys if len(key.path) == 1), key=lambda k: k.path
+)
+
+
+@dg.asset(
+    deps=MART_KEYS,
+    partitions_def=daily_partitions(),
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=WAREHOUSE_POOL,
+    group_name="publishing",
+    kinds={"duckdb", "parquet"} if warehouse_kind() == "duckdb" else {"postgres"},
+)
+def published_marts(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """The copy of the marts BI reads, swapped in whole once every mart is built and its
+    checks passed (a failed check stops the run before this step, so the previous copy
+    stays): on DuckDB a read-only snapshot file and one Parquet file per table in
+    warehouse.publish_dir; on PostgreSQL the published schema, readable by the reader role."""
+    config = active_config()
+    published = publish(config)
+    context.log.info(f"published {len(published.tables)} tables to {published.location}")
+    metadata = {
+        "version": published.version,
+        "location": published.location,
+        "tables": dg.MetadataValue.json(published.tables),
+    }
+    if published.parquet is not None:
+        metadata["parquet"] = dg.MetadataValue.path(str(published.parquet))
     return dg.MaterializeResult(metadata=metadata)
