@@ -232,7 +232,7 @@ def fresh():
 
 def parquet():
     folder = os.path.realpath(spec["parquet"])  # one version for the whole statement
-    return duckdb.sql(spec["parquet_sql"].replace("FOLDER", folder)).fetchone()
+    return duckdb.execute(spec["parquet_sql"].replace("FOLDER", folder)).fetchone()
 
 def postgres():
     cursor = pg.cursor()
@@ -267,7 +267,7 @@ class LaterRuns:
 def _published_fingerprints(warehouses: Warehouses, pg) -> dict[str, tuple]:
     with duckdb.connect(str(warehouses.snapshot), read_only=True) as con:
         duck = tuple(con.execute(_fingerprint_sql("{}")).fetchone())
-    parquet = duckdb.sql(
+    parquet = duckdb.execute(
         _fingerprint_sql(f"read_parquet('{os.path.realpath(warehouses.parquet)}/{{}}.parquet')")
     ).fetchone()
     cursor = pg.cursor()
@@ -358,6 +358,7 @@ def later_runs(warehouses, pg) -> LaterRuns:
                 for name in ("duckdb", "postgres")
             ]
         finished = time.time()
+        time.sleep(2)  # a few more reads after the runs
         (directory / "stop").touch()
         assert reader.wait(timeout=60) == 0, "the reader failed"
     finally:

@@ -47,6 +47,14 @@ def snapshot_path(config: PipelineConfig) -> Path:
     return config.publish_dir / config.warehouse_path.name
 
 
+def published_location(config: PipelineConfig) -> str:
+    """Where BI reads, in words."""
+    if config.warehouse.type == "duckdb":
+        return f"{snapshot_path(config)} (read-only) and {config.publish_dir / PARQUET_LINK}/"
+    warehouse = config.warehouse
+    return f"PostgreSQL schema {warehouse.published} (role {warehouse.reader_role})"
+
+
 def _sql_string(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
@@ -55,6 +63,8 @@ def _publish_duckdb(config: PipelineConfig, version: str) -> Published:
     target = snapshot_path(config)
     folder = config.publish_dir
     folder.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.glob(f".{target.name}.*.partial"):  # of a publish that died
+        leftover.unlink()
     partial = folder / f".{target.name}.{version}.partial"
     parquet = folder / f".parquet-{version}"
     parquet.mkdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from retention_pipeline.lib.publish import published_location
 from retention_pipeline.lib.runner import RunOutcome
 from retention_pipeline.lib.warehouse import connect, marts_file, warehouse_label
 
@@ -63,3 +64,4 @@ def print_summary(outcome: RunOutcome) -> None:
             f"(spend {spend:,.2f}, {customers:,} new customers)"
         )
     print(f"warehouse: {warehouse_label(outcome.config)}")
+    print(f"BI reads: {published_location(outcome.config)}")
