@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import struct
@@ -17,15 +16,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import service_unavailable
 from pipeline_helpers import BIN, ROOT, run_cli, run_env, write_config
 
 from retention_pipeline.lib import charts
 from retention_pipeline.lib.generate import generate_orders, write_orders
 from retention_pipeline.lib.report import CHARTS, images_dir, render_report, report_path
-
-# Set in CI: a test that needs an outside program (here Chromium) fails when it is missing
-# instead of skipping.
-REQUIRE_SERVICES = os.environ.get("RETENTION_REQUIRE_SERVICES") == "1"
 
 
 @pytest.fixture(scope="module")
@@ -168,10 +164,7 @@ def _chromium() -> str:
     names = ("chromium", "chromium-browser", "google-chrome")
     found = next((path for path in map(shutil.which, names) if path), None)
     if found is None:
-        reason = "Chromium is not installed (Debian: apt-get install -y chromium)"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{reason}, and RETENTION_REQUIRE_SERVICES=1 requires it")
-        pytest.skip(reason)
+        service_unavailable("Chromium is not installed (Debian: apt-get install -y chromium)")
     return found
 
 
