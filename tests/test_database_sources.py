@@ -326,7 +326,8 @@ def _changes(orders: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         updated_at=pl.lit(stamp),
     )
     changed = pl.concat([cancelled, repriced, new])
-    after = pl.concat([orders.filter(~pl.col("order_id").is_in(single["order_id"].implode())),
+    kept = ~pl.col("order_id").is_in(single["order_id"].implode()).fill_null(False)
+    after = pl.concat([orders.filter(kept),
                        cancelled, repriced, new])  # fmt: skip
     return changed, after
 
