@@ -163,7 +163,10 @@ def test_the_report_command_without_a_warehouse_says_what_to_run(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-def _chromium() -> str:
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Chromium's path; module-scoped so that a missing browser skips before the warehouse
+    is built."""
     names = ("chromium", "chromium-browser", "google-chrome")
     found = next((path for path in map(shutil.which, names) if path), None)
     if found is None:
@@ -215,14 +218,14 @@ class DevTools:
 
 
 @pytest.fixture
-def browser(tmp_path):
+def browser(tmp_path, chromium):
     """Headless Chromium with its DevTools port open; yields the page's DevTools client."""
     from websockets.sync.client import connect
 
     profile = tmp_path / "chromium-profile"
     process = subprocess.Popen(
         [
-            _chromium(),
+            chromium,
             "--headless",
             "--no-sandbox",  # CI runs as root
             "--disable-gpu",
