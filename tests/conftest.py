@@ -7,6 +7,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))  # the independent reference: `import reference`
 
 LOAD_NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+# A source's column names mapped to ours, for the hand-made CSV files of the loading tests.
+COLUMNS = {
+    "order_id": "id",
+    "customer_id": "cust",
+    "ordered_at": "placed",
+    "updated_at": "changed",
+    "amount": "total",
+    "refunded_amount": "refund",
+    "currency": "cur",
+    "status": "state",
+}
 
 
 def file_source(directory: Path, path: str, columns: dict[str, str], **options):
