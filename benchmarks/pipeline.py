@@ -27,8 +27,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from retention_pipeline.lib.config import ORDER_COLUMNS
-from retention_pipeline.lib.generate import generate_orders, write_orders
+from retention_pipeline.lib.generate import GENERATED_COLUMNS, generate_orders, write_orders
 
 # The PostgreSQL database of the extraction benchmark, and its table (made once, kept).
 DB_URL_ENV = "RETENTION_BENCH_POSTGRES_URL"
@@ -96,7 +95,7 @@ def _config(orders: int, data: Path) -> Path:
             "type": "file",
             "path": data.name,
             # Every order column but the email, which would need RETENTION_PII_KEY.
-            "columns": {c: c for c in ORDER_COLUMNS if c != "customer_email"},
+            "columns": {c: c for c in GENERATED_COLUMNS if c != "customer_email"},
         },
         "warehouse": {"type": "duckdb", "path": f"warehouse-{orders}.duckdb"},
         "schedule": {"partitions_start": "2023-01-01"},

@@ -10,6 +10,17 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # the independent reference: `import reference`
 
 LOAD_NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+# A source's column names mapped to ours, for the hand-made CSV files of the loading tests.
+COLUMNS = {
+    "order_id": "id",
+    "customer_id": "cust",
+    "ordered_at": "placed",
+    "updated_at": "changed",
+    "amount": "total",
+    "refunded_amount": "refund",
+    "currency": "cur",
+    "status": "state",
+}
 
 # Set in CI (.ci/run): a test that needs an outside service or program fails when it is
 # missing instead of skipping.

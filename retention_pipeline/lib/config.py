@@ -357,7 +357,10 @@ class PipelineConfig(_Strict):
 
     def source_files(self) -> list[Path]:
         """The files the source glob matches, sorted so that later files win ties."""
-        relative = self.source.path or ""
+        return self.matching_files(self.source.path or "", "source.path")
+
+    def matching_files(self, relative: str, key: str) -> list[Path]:
+        """The files a path or glob of the config (at `key`) matches, sorted."""
         # The config's own folder is a literal path, even if its name has '[' or '*'.
         pattern = (
             relative
@@ -369,7 +372,7 @@ class PipelineConfig(_Strict):
         )
         if not files:
             raise ConfigError(
-                f"source.path: '{self.source.path}' matches no file (looked for {pattern}); "
+                f"{key}: '{relative}' matches no file (looked for {pattern}); "
                 "fix the path or glob, which is relative to the config file"
             )
         return files
