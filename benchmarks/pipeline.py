@@ -35,8 +35,6 @@ DB_URL = os.environ.get(DB_URL_ENV, "postgresql://postgres@127.0.0.1:5432/test")
 DB_SCHEMA = "retention_bench"
 DB_ROWS = 5_000_000
 DB_MEMORY_LIMIT_GIB = 1.0
-# The generator's columns (every order field but refund_of).
-DB_COLUMNS = tuple(c for c in ORDER_COLUMNS if c != "refund_of")
 # One extraction, in a process of its own. It reports its own peak memory (VmHWM, which exec
 # resets): ru_maxrss would also count the benchmark's memory at the fork.
 EXTRACT_SCRIPT = """
@@ -153,17 +151,16 @@ def _db_table(rows: int) -> str:
             return table
         data = WORK / f"db-orders-{rows}.csv"
         frame = generate_orders(customers=round(rows / ORDERS_PER_CUSTOMER), seed=7, bad_rows=False)
-        write_orders(frame.select(DB_COLUMNS), data)
+        write_orders(frame, data)
         del frame
         typed = {"ordered_at": "timestamp", "updated_at": "timestamp", "amount": "numeric(12, 2)",
                  "refunded_amount": "numeric(12, 2)"}  # fmt: skip
-        columns = ", ".join(f"{c} {typed.get(c, 'text')}" for c in DB_COLUMNS)
+        columns = ", ".join(f"{c} {typed.get(c, 'text')}" for c in GENERATED_COLUMNS)
         cur.execute(f"create table {table} ({columns})")
         with data.open() as handle:
-            cur.copy_expert(
-                f"copy {table} ({', '.join(DB_COLUMNS)}) from stdin with (format csv, header true)",
-                handle,
-            )
+            names = ", ".join(GENERATED_COLUMNS)
+            copy = f"copy {table} ({names}) from stdin with (format csv, header true)"
+            cur.copy_expert(copy, handle)
         data.unlink()
     con.close()
     return table
@@ -175,7 +172,7 @@ def _db_extract(rows: int) -> None:
     table = _db_table(rows)
     spill = WORK / "db-extract.parquet"
     result = subprocess.run(
-        [sys.executable, "-c", EXTRACT_SCRIPT, DB_URL_ENV, table, ",".join(DB_COLUMNS),
+        [sys.executable, "-c", EXTRACT_SCRIPT, DB_URL_ENV, table, ",".join(GENERATED_COLUMNS),
          str(spill)],
         capture_output=True,
         env={**os.environ, DB_URL_ENV: DB_URL},
