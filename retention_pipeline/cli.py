@@ -33,11 +33,11 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(config_path: Path, as_of: date | None) -> int:
+def _run(config_path: Path, as_of: date | None, full_resync: bool = False) -> int:
     from retention_pipeline.lib.runner import run_pipeline
     from retention_pipeline.lib.summary import print_summary
 
-    outcome = run_pipeline(config_path, as_of)
+    outcome = run_pipeline(config_path, as_of, full_resync)
     if not outcome.success:
         print("the run failed; see the log above for the failing step", file=sys.stderr)
         return 1
@@ -101,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         type=date.fromisoformat,
         help="last complete day (YYYY-MM-DD); later orders are ignored",
     )
+    run.add_argument(
+        "--full-resync",
+        action="store_true",
+        help="database sources: read every row again, not only those changed since the last run",
+    )
 
     generate = commands.add_parser("generate", help="write realistic synthetic orders")
     generate.add_argument("--customers", type=int, default=10_000)
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             return _demo(args)
         if args.command == "run":
-            return _run(args.config, args.as_of)
+            return _run(args.config, args.as_of, args.full_resync)
         if args.command == "report":
             return _report(args.config, args.out)
         return _generate(args)

@@ -1,12 +1,42 @@
 """Shared helpers for the loading tests; the pipeline helpers are in pipeline_helpers.py."""
 
+import os
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent))  # the independent reference: `import reference`
 
 LOAD_NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+# A source's column names mapped to ours, for the hand-made CSV files of the loading tests.
+COLUMNS = {
+    "order_id": "id",
+    "customer_id": "cust",
+    "ordered_at": "placed",
+    "updated_at": "changed",
+    "amount": "total",
+    "refunded_amount": "refund",
+    "currency": "cur",
+    "status": "state",
+}
+
+# Set in CI (.ci/run): a test that needs an outside service or program fails when it is
+# missing instead of skipping.
+REQUIRE_SERVICES = os.environ.get("RETENTION_REQUIRE_SERVICES") == "1"
+# The database servers of the database tests (DEVELOPERS.md: local trust auth, no password).
+POSTGRES_URL = os.environ.get(
+    "RETENTION_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+MYSQL_URL = os.environ.get("RETENTION_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+
+
+def service_unavailable(reason: str):
+    """Skips the test for `reason`, or fails it when RETENTION_REQUIRE_SERVICES=1."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason}, and RETENTION_REQUIRE_SERVICES=1 requires it")
+    pytest.skip(reason)
 
 
 def file_source(directory: Path, path: str, columns: dict[str, str], **options):

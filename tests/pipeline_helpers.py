@@ -17,9 +17,9 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-import pytest
 import reference as ref
 import yaml
+from conftest import POSTGRES_URL, service_unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -74,21 +74,6 @@ REASON_OF_BAD_ROW = {
 # Outside services
 # --------------------------------------------------------------------------------------------
 
-# CI sets this: a test whose service (a database server, Chromium) is missing fails there
-# instead of skipping.
-REQUIRE_SERVICES = os.environ.get("RETENTION_REQUIRE_SERVICES") == "1"
-# The PostgreSQL server the tests use (trust authentication on this machine and in CI).
-POSTGRES_URL = os.environ.get(
-    "RETENTION_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-
-
-def service_missing(reason: str) -> None:
-    """Skips the test for a missing outside service, or fails it where CI requires them."""
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{reason}, and RETENTION_REQUIRE_SERVICES=1 requires it")
-    pytest.skip(reason)
-
 
 def postgres_connection(url: str = POSTGRES_URL):
     """An autocommit psycopg2 connection to the test server, or a skip (a failure in CI)
@@ -99,7 +84,7 @@ def postgres_connection(url: str = POSTGRES_URL):
         con = psycopg2.connect(url, connect_timeout=5)
     except psycopg2.OperationalError as exc:
         first_line = str(exc).strip().splitlines()[0]
-        service_missing(
+        service_unavailable(
             f"PostgreSQL is unreachable at {url} ({first_line}); start it or set "
             "RETENTION_TEST_POSTGRES_URL"
         )
@@ -154,7 +139,7 @@ def write_config(directory: Path, data: str = "orders.csv", **overrides) -> Path
     return path
 
 
-def run_env(config: Path | None = None) -> dict[str, str]:
+def run_env(config: Path | None = None, **extra: str) -> dict[str, str]:
     """The environment of a pipeline process: the PII key set, and no DAGSTER_HOME, so that
     each run has its own ephemeral instance (a shared one would queue parallel runs on the
     one-writer pool and keep their history)."""
@@ -164,6 +149,7 @@ def run_env(config: Path | None = None) -> dict[str, str]:
         if k not in ("DAGSTER_HOME", "RETENTION_PIPELINE_CONFIG")
     }
     env["RETENTION_PII_KEY"] = PII_KEY
+    env.update(extra)
     if config is not None:
         env["RETENTION_PIPELINE_CONFIG"] = str(config)
     return env
@@ -175,12 +161,17 @@ def _check(result: subprocess.CompletedProcess, what: str) -> subprocess.Complet
     return result
 
 
-def run_cli(config: Path, as_of: date | None = None) -> subprocess.CompletedProcess:
-    """`retention-pipeline run --config FILE [--as-of DATE]`, as a user runs it."""
-    command = [str(BIN / "retention-pipeline"), "run", "--config", str(config)]
+def run_cli(
+    config: Path, as_of: date | None = None, *options: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`retention-pipeline run --config FILE [--as-of DATE] [OPTIONS]`, as a user runs it,
+    with `env` added to the environment."""
+    command = [str(BIN / "retention-pipeline"), "run", "--config", str(config), *options]
     if as_of is not None:
         command += ["--as-of", as_of.isoformat()]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=run_env())
+    result = subprocess.run(
+        command, capture_output=True, text=True, cwd=ROOT, env=run_env(**(env or {}))
+    )
     return _check(result, " ".join(command[1:]))
 
 
@@ -276,6 +267,22 @@ def mart_names(warehouse: Path) -> list[str]:
             "where table_schema = 'main' order by table_name"
         ).fetchall()
     return [name for (name,) in rows]
+
+
+def columns_holding(warehouse: Path, pattern: str) -> list[str]:
+    """Every text column, in every schema of the warehouse, with a value LIKE `pattern`."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        columns = con.execute(
+            "select table_schema, table_name, column_name from information_schema.columns "
+            "where data_type = 'VARCHAR'"
+        ).fetchall()
+        return [
+            f"{schema}.{table}.{column}"
+            for schema, table, column in columns
+            if con.execute(
+                f'select count(*) from "{schema}"."{table}" where "{column}" like ?', [pattern]
+            ).fetchone()[0]
+        ]
 
 
 def mart_snapshot(warehouse: Path, exclude: tuple[str, ...] = ("load_audit",)) -> dict:

@@ -109,7 +109,10 @@ def test_every_asset_is_daily_partitioned_from_the_configured_start(asset_graph)
 
 def test_the_report_comes_after_the_marts_it_reads(asset_graph):
     report = asset_graph.get(dg.AssetKey("retention_report"))
-    reads = {"cohort_retention", "retention_rates", "kpi_periodic", "customer_base_daily"}
+    reads = {
+        "cohort_retention", "retention_rates", "kpi_periodic", "customer_base_daily",
+        "customer_segments",
+    }  # fmt: skip
     assert {dg.AssetKey(table) for table in reads} <= set(report.parent_keys)
 
 

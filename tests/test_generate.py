@@ -16,7 +16,7 @@ from retention_pipeline.lib.generate import (
     BAD_ROW_KINDS,
     CHANNELS,
     FUTURE_YEAR,
-    ORDER_COLUMNS,
+    GENERATED_COLUMNS,
     STATUSES,
     generate_orders,
     write_orders,
@@ -76,7 +76,7 @@ def _bad_rows_found(orders: pl.DataFrame) -> dict[str, int]:
 
 
 def _check_good_rows(clean: pl.DataFrame, start: date, end: date) -> None:
-    assert clean.columns == list(ORDER_COLUMNS)
+    assert clean.columns == list(GENERATED_COLUMNS)
     assert all(dtype == pl.Utf8 for dtype in clean.dtypes)
     assert clean.null_count().sum_horizontal().item() == 0
     assert clean["order_id"].is_unique().all()
@@ -116,8 +116,8 @@ def _check_good_rows(clean: pl.DataFrame, start: date, end: date) -> None:
 
 
 def test_columns_all_strings_in_order(orders: pl.DataFrame) -> None:
-    assert orders.columns == list(ORDER_COLUMNS)
-    assert orders.schema == pl.Schema({c: pl.Utf8 for c in ORDER_COLUMNS})
+    assert orders.columns == list(GENERATED_COLUMNS)
+    assert orders.schema == pl.Schema({c: pl.Utf8 for c in GENERATED_COLUMNS})
 
 
 def test_same_seed_same_orders(orders: pl.DataFrame) -> None:
@@ -138,10 +138,10 @@ def test_every_customer_buys(clean: pl.DataFrame) -> None:
 
 def test_bad_rows_are_extra_rows(orders: pl.DataFrame, clean: pl.DataFrame) -> None:
     # Every good row is there unchanged; all other rows are bad ones, about 0.1% of the rows.
-    assert clean.join(orders, on=list(ORDER_COLUMNS), how="anti", nulls_equal=True).is_empty()
+    assert clean.join(orders, on=list(GENERATED_COLUMNS), how="anti", nulls_equal=True).is_empty()
     extra = orders.height - clean.height
     assert len(BAD_ROW_KINDS) <= extra <= max(len(BAD_ROW_KINDS), 0.002 * clean.height)
-    new = orders.join(clean, on=list(ORDER_COLUMNS), how="anti", nulls_equal=True)
+    new = orders.join(clean, on=list(GENERATED_COLUMNS), how="anti", nulls_equal=True)
     per_kind = extra // len(BAD_ROW_KINDS)
     assert new.height == extra - per_kind  # the exact duplicates match good rows
 
@@ -207,7 +207,7 @@ def test_date_range_respected() -> None:
 def test_no_customers_gives_empty_frame() -> None:
     empty = generate_orders(0, 1)
     assert empty.is_empty()
-    assert empty.schema == pl.Schema({c: pl.Utf8 for c in ORDER_COLUMNS})
+    assert empty.schema == pl.Schema({c: pl.Utf8 for c in GENERATED_COLUMNS})
 
 
 def test_invalid_arguments() -> None:
@@ -242,11 +242,11 @@ def test_write_and_read_back(orders: pl.DataFrame, tmp_path, name: str) -> None:
 
 
 def test_csv_writes_nulls_as_empty_fields(tmp_path) -> None:
-    frame = pl.DataFrame({c: ["x"] for c in ORDER_COLUMNS}).with_columns(
+    frame = pl.DataFrame({c: ["x"] for c in GENERATED_COLUMNS}).with_columns(
         pl.lit(None, dtype=pl.Utf8).alias("order_id")
     )
     [out] = write_orders(frame, tmp_path / "one.csv")
-    assert out.read_text().splitlines()[1] == "," + ",".join(["x"] * (len(ORDER_COLUMNS) - 1))
+    assert out.read_text().splitlines()[1] == "," + ",".join(["x"] * (len(GENERATED_COLUMNS) - 1))
 
 
 def test_unknown_format_rejected(orders: pl.DataFrame, tmp_path) -> None:

@@ -10,22 +10,12 @@ from datetime import date
 import duckdb
 import polars as pl
 import pytest
-from conftest import LOAD_NOW, file_source, load_batch
+from conftest import COLUMNS, LOAD_NOW, file_source, load_batch
 
 from retention_pipeline.lib.fx import FxRatesError, read_fx_rates
 from retention_pipeline.lib.quarantine import LoadWindow
 from retention_pipeline.lib.warehouse import connect, write_load
 
-COLUMNS = {
-    "order_id": "id",
-    "customer_id": "cust",
-    "ordered_at": "placed",
-    "updated_at": "changed",
-    "amount": "total",
-    "refunded_amount": "refund",
-    "currency": "cur",
-    "status": "state",
-}
 HEADER = ["id", "cust", "placed", "changed", "total", "refund", "cur", "state", "parent"]
 FX = {"path": "fx.csv", "columns": {"date": "day", "currency": "ccy", "rate": "usd_per_unit"}}
 RATES = ["day,ccy,usd_per_unit", "2024-01-01,eur,1.10", "2024-01-10,EUR,1.20"]

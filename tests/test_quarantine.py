@@ -10,22 +10,19 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
-from conftest import LOAD_NOW, file_source, headerless_text_source, load_batch, write_lines
+from conftest import (
+    COLUMNS,
+    LOAD_NOW,
+    file_source,
+    headerless_text_source,
+    load_batch,
+    write_lines,
+)
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from retention_pipeline.lib.quarantine import REJECTED_COLUMNS, LoadWindow
 
-COLUMNS = {
-    "order_id": "id",
-    "customer_id": "cust",
-    "ordered_at": "placed",
-    "updated_at": "changed",
-    "amount": "total",
-    "refunded_amount": "refund",
-    "currency": "cur",
-    "status": "state",
-}
 HEADER = ["id", "cust", "placed", "changed", "total", "refund", "cur", "state"]
 GOOD = {
     "id": "G1",

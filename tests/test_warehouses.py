@@ -26,9 +26,9 @@ import duckdb
 import polars as pl
 import psycopg2
 import pytest
+from conftest import POSTGRES_URL
 from pipeline_helpers import (
     BIN,
-    POSTGRES_URL,
     ROOT,
     RUN_COLUMNS,
     drop_postgres_schemas,

@@ -29,10 +29,13 @@ ORDER_COLUMNS = (
     "refund_of",
 )
 LINE_COLUMNS = ("quantity", "unit_price", "line_amount")
+DATABASE_TYPES = ("postgres", "mysql", "sqlite")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # PostgreSQL names the pipeline derives from config (schemas, a role): lower case, so that
 # they read the same quoted or not, and short enough for the suffixes added to them.
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,39}")
+# Environment variable names as POSIX shells accept them.
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ConfigError(ValueError):
@@ -57,6 +60,12 @@ class SourceConfig(_Strict):
     generate_order_id: bool = False
     negative_amounts_are_refunds: bool = False
     columns: dict[str, str] = Field(default_factory=dict)
+    # Database sources: the URL comes from the environment variable named here.
+    url_env: str | None = None
+    table: str | None = None
+    query: str | None = None
+    lookback_hours: float = Field(24, ge=0)
+    batch_size: int = Field(100_000, gt=0)
 
     @field_validator("timezone")
     @classmethod
@@ -106,7 +115,50 @@ class SourceConfig(_Strict):
             )
         if self.type == "file" and not self.path:
             raise ValueError("a file source needs 'path' (a file or a glob such as orders/*.csv)")
+        if self.is_database:
+            self._check_database()
+        elif self.url_env or self.table or self.query:
+            raise ValueError(
+                "url_env, table and query belong to database sources (type postgres, "
+                "mysql or sqlite); a file source reads 'path'"
+            )
         return self
+
+    def _check_database(self) -> None:
+        """What a database source needs; names from the config become quoted SQL identifiers,
+        so they must be plain identifiers."""
+        if self.path:
+            raise ValueError(f"a {self.type} source reads 'table' or 'query', not 'path'")
+        if not self.url_env or not _ENV_NAME.match(self.url_env):
+            raise ValueError(
+                f"a {self.type} source needs url_env: the name of the environment variable that "
+                "holds its connection URL (the URL itself never goes in the file)"
+            )
+        if (self.table is None) == (self.query is None):
+            raise ValueError(f"a {self.type} source needs either 'table' or 'query', not both")
+        if self.table is not None:
+            parts = self.table.split(".")
+            if len(parts) > 2 or not all(_IDENTIFIER.match(part) for part in parts):
+                raise ValueError(
+                    f"table '{self.table}' is not a table name: use table or schema.table, "
+                    "letters, digits and underscores only"
+                )
+        bad = {
+            ours: theirs for ours, theirs in self.columns.items() if not _IDENTIFIER.match(theirs)
+        }
+        if bad:
+            raise ValueError(
+                f"columns {bad} are not column names: a database source maps plain identifiers "
+                "(letters, digits, underscores); rename the column in a view or a query"
+            )
+        if self.generate_order_id:
+            raise ValueError(
+                "generate_order_id numbers file lines; a database source maps order_id"
+            )
+
+    @property
+    def is_database(self) -> bool:
+        return self.type in DATABASE_TYPES
 
     @property
     def has_refund_rows(self) -> bool:
@@ -197,7 +249,7 @@ class WarehouseConfig(_Strict):
     @field_validator("url_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _IDENTIFIER.match(value):
+        if value is not None and not _ENV_NAME.match(value):
             raise ValueError("must name an environment variable, such as WAREHOUSE_DB_URL")
         return value
 
@@ -373,7 +425,10 @@ class PipelineConfig(_Strict):
 
     def source_files(self) -> list[Path]:
         """The files the source glob matches, sorted so that later files win ties."""
-        relative = self.source.path or ""
+        return self.matching_files(self.source.path or "", "source.path")
+
+    def matching_files(self, relative: str, key: str) -> list[Path]:
+        """The files a path or glob of the config (at `key`) matches, sorted."""
         # The config's own folder is a literal path, even if its name has '[' or '*'.
         pattern = (
             relative
@@ -385,7 +440,7 @@ class PipelineConfig(_Strict):
         )
         if not files:
             raise ConfigError(
-                f"source.path: '{self.source.path}' matches no file (looked for {pattern}); "
+                f"{key}: '{relative}' matches no file (looked for {pattern}); "
                 "fix the path or glob, which is relative to the config file"
             )
         return files

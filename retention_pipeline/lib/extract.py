@@ -118,7 +118,7 @@ def _scan_file(config: PipelineConfig, path: Path, label: str) -> pl.LazyFrame:
     return frame.with_columns(pl.lit(label).alias("_file"))
 
 
-def _check_mapping(config: PipelineConfig, path: Path, available: list[str]) -> None:
+def _check_mapping(config: PipelineConfig, where: str, available: list[str]) -> None:
     missing = {
         ours: theirs for ours, theirs in config.source.columns.items() if theirs not in available
     }
@@ -127,7 +127,7 @@ def _check_mapping(config: PipelineConfig, path: Path, available: list[str]) -> 
             f"source.columns.{ours} names '{theirs}'" for ours, theirs in missing.items()
         )
         raise SourceSchemaError(
-            f"{path}: column(s) not found: {details}. The file has columns {available}; "
+            f"{where}: column(s) not found: {details}. It has columns {available}; "
             "fix the mapping under source.columns in the config."
         )
 
@@ -138,6 +138,33 @@ def _holds_email(column: str, email_column: str | None) -> bool:
     return column == email_column or "mail" in column.lower()
 
 
+def mapped_rows(
+    frame: pl.LazyFrame, config: PipelineConfig, where: str, source_row: pl.Expr
+) -> pl.LazyFrame:
+    """The source's rows with our column names, as text, `source_row` and `raw_record` (the
+    source row as a struct, emails redacted). Fails before reading data when a mapped column
+    is absent; `where` names the file or table in that message."""
+    mapping = config.source.columns
+    email_column = mapping.get("customer_email")
+    available = [c for c in frame.collect_schema().names() if c not in ("_line", "_file")]
+    _check_mapping(config, where, available)
+    raw_record = pl.struct(
+        [
+            pl.lit(REDACTED).alias(c) if _holds_email(c, email_column) else pl.col(c)
+            for c in available
+        ]
+    )
+    return frame.select(
+        *[
+            pl.col(theirs).cast(pl.String).alias(ours)
+            for ours, theirs in mapping.items()
+            if ours in ORDER_COLUMNS or ours in LINE_COLUMNS
+        ],
+        source_row.alias("source_row"),
+        raw_record.alias("raw_record"),
+    )
+
+
 def scan_source_rows(config: PipelineConfig) -> pl.LazyFrame:
     """All rows of every matched file, with our column names, as text, plus provenance.
 
@@ -146,32 +173,11 @@ def scan_source_rows(config: PipelineConfig) -> pl.LazyFrame:
     before reading data when a mapped column is absent from any file.
     """
     frames = []
-    mapping = config.source.columns
-    email_column = mapping.get("customer_email")
     folder = _fixed_folder(config)
+    line = pl.concat_str(pl.col("_file"), pl.lit(":"), pl.col("_line").cast(pl.String))
     for path in config.source_files():
         frame = _scan_file(config, path, _label(path, folder))
-        available = [c for c in frame.collect_schema().names() if c not in ("_line", "_file")]
-        _check_mapping(config, path, available)
-        raw_record = pl.struct(
-            [
-                pl.lit(REDACTED).alias(c) if _holds_email(c, email_column) else pl.col(c)
-                for c in available
-            ]
-        )
-        frames.append(
-            frame.select(
-                *[
-                    pl.col(theirs).cast(pl.String).alias(ours)
-                    for ours, theirs in mapping.items()
-                    if ours in ORDER_COLUMNS or ours in LINE_COLUMNS
-                ],
-                pl.concat_str(pl.col("_file"), pl.lit(":"), pl.col("_line").cast(pl.String)).alias(
-                    "source_row"
-                ),
-                raw_record.alias("raw_record"),
-            )
-        )
+        frames.append(mapped_rows(frame, config, str(path), line))
     # A struct costs nothing until encoded, and only rejected rows need JSON. Files of different
     # columns are encoded here, since a concatenation would merge their structs' fields.
     raw_types = [frame.collect_schema()["raw_record"] for frame in frames]

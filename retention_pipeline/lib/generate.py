@@ -24,6 +24,9 @@ import polars as pl
 
 from retention_pipeline.lib.config import ORDER_COLUMNS
 
+# Every order field but refund_of: generated refunds are partial, on the order's own row.
+GENERATED_COLUMNS = tuple(c for c in ORDER_COLUMNS if c != "refund_of")
+
 CHANNELS = ("organic", "paid_search", "social", "email", "referral")
 STATUSES = ("completed", "cancelled", "refunded")
 CURRENCY = "USD"
@@ -85,7 +88,7 @@ def generate_orders(
 ) -> pl.DataFrame:
     """Orders of `customers` customers acquired between `start` and `end` (inclusive).
 
-    Columns are `ORDER_COLUMNS`, all strings, good rows sorted by ordered_at. With `bad_rows`,
+    Columns are `GENERATED_COLUMNS`, all strings, good rows sorted by ordered_at. With `bad_rows`,
     about `BAD_ROW_SHARE` of extra rows of the kinds in `BAD_ROW_KINDS` (at least one of each
     when there is an order at all) sit at random positions among them; without, the good rows
     are the same rows in the same order.
@@ -338,10 +341,10 @@ def _with_bad_rows(
 def _to_strings(
     rows: dict[str, np.ndarray], customers: int, channel: np.ndarray, order_width: int
 ) -> pl.DataFrame:
-    """The numeric rows as the string columns of `ORDER_COLUMNS`, bad values patched in."""
+    """The numeric rows as the string columns of `GENERATED_COLUMNS`, bad values patched in."""
     n = rows["number"].size
     if n == 0:
-        return pl.DataFrame(schema={c: pl.Utf8 for c in ORDER_COLUMNS})
+        return pl.DataFrame(schema={c: pl.Utf8 for c in GENERATED_COLUMNS})
     owner = rows["owner"]
     customer_width = max(6, len(str(customers)))
     customer = pl.Series(np.arange(1, customers + 1, dtype=np.int64))

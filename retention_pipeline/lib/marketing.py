@@ -8,8 +8,6 @@ reading them build all the same.
 
 from __future__ import annotations
 
-import glob
-import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -92,22 +90,7 @@ EMPTY_BATCH = SpendBatch(
 
 def spend_files(config: PipelineConfig) -> list[Path]:
     """The files `marketing_spend.path` matches, relative to the config file, sorted."""
-    spend = config.marketing_spend
-    relative = spend.path or ""
-    pattern = (
-        relative
-        if Path(relative).is_absolute()
-        else os.path.join(glob.escape(str(config.base_dir.resolve())), relative)
-    )
-    files = sorted(
-        Path(p).resolve() for p in glob.glob(pattern, recursive=True) if Path(p).is_file()
-    )
-    if not files:
-        raise ConfigError(
-            f"marketing_spend.path: '{spend.path}' matches no file (looked for {pattern}); "
-            "fix the path or glob, which is relative to the config file"
-        )
-    return files
+    return config.matching_files(config.marketing_spend.path or "", "marketing_spend.path")
 
 
 def _scan_file(config: PipelineConfig, path: Path) -> pl.LazyFrame:

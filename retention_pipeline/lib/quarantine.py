@@ -741,3 +741,15 @@ def validate(
         rows_deduplicated=deduplicated,
         fx_rates=fx_rates,
     )
+
+
+def newest_update(rows: pl.LazyFrame, config: PipelineConfig, until: datetime) -> datetime | None:
+    """The latest readable updated_at (naive UTC) of `rows` not after `until`: what a
+    watermark may advance to."""
+    updated_at = pl.col("updated_at")
+    return (
+        _dated_rows(rows, config)
+        .select(updated_at.filter(updated_at <= until).max())
+        .collect()
+        .item()
+    )

@@ -219,7 +219,10 @@ def _pct(value: float | None) -> str:
 def _delta_points(now: float | None, before: float | None) -> str:
     if now is None or before is None:
         return ""
-    return f"{(now - before) * 100:+.1f} points vs. the month before"
+    points = round((now - before) * 100, 1)
+    if points == 0:
+        return "unchanged from the month before"
+    return f"{points:+.1f} points vs. the month before"
 
 
 def _delta_share(now: float, before: float) -> str:

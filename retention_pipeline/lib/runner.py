@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from retention_pipeline.lib.config import CONFIG_ENV_VAR, ConfigError, PipelineConfig
+from retention_pipeline.lib.database import source_url
 from retention_pipeline.lib.settings import active_config, daily_partitions
 
 
@@ -27,11 +28,17 @@ def _instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.ephemeral()
 
 
-def run_pipeline(config_path: Path, as_of: date | None = None) -> RunOutcome:
+def run_pipeline(
+    config_path: Path, as_of: date | None = None, full_resync: bool = False
+) -> RunOutcome:
     """Loads every order up to `as_of` (default: the last complete day) and builds all
-    tables, as one run of the nightly job."""
+    tables, as one run of the nightly job. A database source is read from its watermark
+    on, or whole with `full_resync`."""
     os.environ[CONFIG_ENV_VAR] = str(Path(config_path).resolve())
     config = active_config()
+    if config.source.is_database:
+        # A missing variable stops the command here, before the run starts.
+        source_url(config.source)
     last = daily_partitions().get_last_partition_key()
     if as_of is not None:
         if as_of < config.schedule.partitions_start:
@@ -48,7 +55,7 @@ def run_pipeline(config_path: Path, as_of: date | None = None) -> RunOutcome:
     job = defs().resolve_job_def(NIGHTLY_JOB)
     run_config = {
         "ops": {
-            "raw_orders": {"config": {"full_history": True}},
+            "raw_orders": {"config": {"full_history": True, "full_resync": full_resync}},
             "retention_dbt_models": {"config": {"as_of": as_of.isoformat() if as_of else None}},
         }
     }

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import duckdb
 import polars as pl
@@ -77,6 +78,13 @@ create table if not exists {raw}.rejected_orders (
     order_id varchar,
     order_date date,
     rejected_at timestamp not null
+);
+-- Per database source: updated_at (naive UTC) up to which it has been read.
+create table if not exists {raw}.source_watermarks (
+    source varchar not null,
+    watermark timestamp not null,
+    load_id varchar not null,
+    updated_at timestamp not null
 );
 create table if not exists {raw}.load_audit (
     load_id varchar not null,
@@ -313,6 +321,16 @@ def quote_identifier(name: str) -> str:
     return f'"{name}"'
 
 
+def read_watermark(con: duckdb.DuckDBPyConnection | Session, source: str) -> datetime | None:
+    con = as_session(con)
+    con.execute(raw_ddl(con.raw_schema))
+    row = con.execute(
+        f"select watermark from {con.raw_schema}.source_watermarks where source = $source",
+        {"source": source},
+    ).fetchone()
+    return None if row is None else row[0]
+
+
 def write_load(
     con: duckdb.DuckDBPyConnection | Session,
     source: str,
@@ -320,9 +338,13 @@ def write_load(
     batch: LoadBatch,
     started_at: datetime,
     hash_emails: bool,
+    replace: Literal["window", "orders", "source"] = "window",
+    watermark: datetime | None = None,
 ) -> LoadResult:
-    """Replaces the window's rows and the batch's orders of `source` with the batch, and
-    records the load, atomically."""
+    """Replaces rows of `source` with the batch, and records the load, atomically. What is
+    replaced: the window's days and the batch's orders ("window", file loads); only the
+    batch's orders ("orders", a watermark load, which reads changed orders of any date); or
+    everything ("source", a full read of a database). `watermark` is stored with the load."""
     con = as_session(con)
     raw = con.raw_schema
     con.execute(raw_ddl(raw))
@@ -333,9 +355,21 @@ def write_load(
     con.register("batch_fx_rates", _fx_rates_frame(batch))
     email = con.email_hash_sql("batch_orders.customer_email") if hash_emails else "null"
     first = "null" if window.first is None else f"date '{window.first.isoformat()}'"
-    in_window = f"order_date <= date '{window.last.isoformat()}'" + (
-        "" if window.first is None else f" and order_date >= {first}"
-    )
+    in_window = {
+        "window": f"order_date <= date '{window.last.isoformat()}'"
+        + ("" if window.first is None else f" and order_date >= {first}"),
+        "orders": "false",
+        "source": "true",
+    }[replace]
+    # Rejected rows no window can place are read by every load, so a load replaces them;
+    # a watermark load reads changed rows only, and replaces by key (an identical copy of a
+    # row without order_id).
+    unplaced = {
+        "window": "order_date is null",
+        "orders": "order_id is null and raw_record in "
+        "(select raw_record from batch_rejected where order_id is null)",
+        "source": "true",
+    }[replace]
     con.execute("begin transaction")
     try:
         sequence = con.execute(
@@ -355,7 +389,7 @@ def write_load(
         )
         con.execute(
             f"delete from {raw}.rejected_orders where source = $source and "
-            f"({in_window} or order_date is null or order_id in ({batch_ids}))",
+            f"({in_window} or {unplaced} or order_id in ({batch_ids}))",
             {"source": source},
         )
         now = datetime.now(UTC).replace(tzinfo=None)
@@ -423,6 +457,16 @@ def write_load(
                 "deduplicated": result.rows_deduplicated,
             },
         )
+        if watermark is not None or replace == "source":
+            con.execute(
+                f"delete from {raw}.source_watermarks where source = $source",
+                {"source": source},
+            )
+        if watermark is not None:
+            con.execute(
+                f"insert into {raw}.source_watermarks values ($source, $watermark, $load_id, $now)",
+                {"source": source, "watermark": watermark, "load_id": load_id, "now": now},
+            )
         con.execute("commit")
     except BaseException:
         con.execute("rollback")

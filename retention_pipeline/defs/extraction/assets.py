@@ -1,16 +1,31 @@
-from datetime import UTC, datetime, timedelta
+import tempfile
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from retention_pipeline.lib.config import PipelineConfig
+from retention_pipeline.lib.database import (
+    extract_to_parquet,
+    scan_database_rows,
+    watermark_since,
+)
 from retention_pipeline.lib.extract import scan_source_rows
-from retention_pipeline.lib.quarantine import LoadWindow, validate
+from retention_pipeline.lib.quarantine import LoadBatch, LoadWindow, newest_update, validate
 from retention_pipeline.lib.settings import (
     WAREHOUSE_POOL,
     active_config,
     daily_partitions,
     warehouse_kind,
 )
-from retention_pipeline.lib.warehouse import open_warehouse, record_failed_load, write_load
+from retention_pipeline.lib.warehouse import (
+    LoadResult,
+    open_warehouse,
+    read_watermark,
+    record_failed_load,
+    write_load,
+)
 
 RAW_ORDERS = dg.AssetKey(["raw", "orders"])
 RAW_REJECTED = dg.AssetKey(["raw", "rejected_orders"])
@@ -24,6 +39,8 @@ class RawLoadConfig(dg.Config):
     """Load every order up to the run's last day, not only the run's days."""
     lookback_days: int = 0
     """Also reload this many days before the run's first day, for late-arriving orders."""
+    full_resync: bool = False
+    """Database sources: read the whole source again, ignoring the updated_at watermark."""
 
 
 def load_window(context: dg.AssetExecutionContext, config: RawLoadConfig) -> LoadWindow:
@@ -34,6 +51,57 @@ def load_window(context: dg.AssetExecutionContext, config: RawLoadConfig) -> Loa
     last = window.end.date() - timedelta(days=1)
     from_beginning = config.full_history or first <= active_config().schedule.partitions_start
     return LoadWindow(first=None if from_beginning else first, last=last)
+
+
+def _day_end(day: date, timezone: str) -> datetime:
+    """The instant (naive UTC) the local `day` ends."""
+    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=ZoneInfo(timezone))
+    return end.astimezone(UTC).replace(tzinfo=None)
+
+
+def _load_database(
+    context: dg.AssetExecutionContext,
+    pipeline: PipelineConfig,
+    window: LoadWindow,
+    config: RawLoadConfig,
+    started_at: datetime,
+) -> tuple[LoadBatch, LoadResult]:
+    """Reads the rows changed since the source's watermark (every row on the first run, on a
+    full re-sync, or without a mapped updated_at) and replaces the orders read, whatever
+    their order date; `window` holds every order date up to the run's last day."""
+    source = pipeline.source
+    incremental = "updated_at" in source.columns and not config.full_resync
+    with open_warehouse(pipeline) as con:
+        previous = read_watermark(con, source.name) if incremental else None
+    since = None if previous is None else watermark_since(pipeline, previous)
+    with tempfile.TemporaryDirectory(prefix="retention-extract-") as folder:
+        spill = Path(folder) / "rows.parquet"
+        extracted = extract_to_parquet(pipeline, since, spill)
+        context.log.info(
+            f"read {extracted} rows from the {source.type} source "
+            + (f"updated since {since} ({pipeline.source_timezone})" if since else "in full")
+        )
+        rows = scan_database_rows(pipeline, spill)
+        batch = validate(rows, pipeline, window, started_at)
+        watermark = None
+        if "updated_at" in source.columns:
+            # Rows of later days are not loaded by this run: the watermark stays before them.
+            newest = newest_update(
+                rows, pipeline, _day_end(window.last, pipeline.reporting_timezone)
+            )
+            watermark = max((w for w in (previous, newest) if w is not None), default=None)
+    with open_warehouse(pipeline) as con:
+        result = write_load(
+            con,
+            source.name,
+            window,
+            batch,
+            started_at,
+            hash_emails="customer_email" in source.columns,
+            replace="source" if previous is None else "orders",
+            watermark=watermark,
+        )
+    return batch, result
 
 
 @dg.multi_asset(
@@ -81,17 +149,15 @@ def raw_orders(context: dg.AssetExecutionContext, config: RawLoadConfig):
     window = load_window(context, config)
     started_at = datetime.now(UTC)
     source = pipeline.source.name
+    hash_emails = "customer_email" in pipeline.source.columns
     try:
-        batch = validate(scan_source_rows(pipeline), pipeline, window, started_at)
-        with open_warehouse(pipeline) as con:
-            result = write_load(
-                con,
-                source,
-                window,
-                batch,
-                started_at,
-                hash_emails="customer_email" in pipeline.source.columns,
-            )
+        if pipeline.source.is_database:
+            window = LoadWindow(first=None, last=window.last)
+            batch, result = _load_database(context, pipeline, window, config, started_at)
+        else:
+            batch = validate(scan_source_rows(pipeline), pipeline, window, started_at)
+            with open_warehouse(pipeline) as con:
+                result = write_load(con, source, window, batch, started_at, hash_emails)
     except Exception as exc:
         with open_warehouse(pipeline) as con:
             record_failed_load(con, source, window, started_at, str(exc))

@@ -12,7 +12,13 @@ from retention_pipeline.lib.settings import (
 from retention_pipeline.lib.warehouse import marts_file, warehouse_label
 
 # The marts the report reads (the charts' tables are in lib/report.py, CHARTS).
-REPORT_SOURCES = ("cohort_retention", "retention_rates", "kpi_periodic", "customer_base_daily")
+REPORT_SOURCES = (
+    "cohort_retention",
+    "retention_rates",
+    "kpi_periodic",
+    "customer_base_daily",
+    "customer_segments",
+)
 
 
 @dg.asset(
@@ -58,7 +64,11 @@ def retention_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             "repeat_purchase_rate": headline.repeat_purchase_rate,
             "net_revenue": headline.net_revenue,
         }
-        metadata |= {key: value for key, value in numbers.items() if value is not None}
+        metadata |= {
+            key: round(value, 4) if isinstance(value, float) else value
+            for key, value in numbers.items()
+            if value is not None
+        }
     return dg.MaterializeResult(metadata=metadata)
 
 
