@@ -200,7 +200,8 @@ def _fingerprint_sql(table_sql: str) -> str:
 
 # BI's side: one process holding, during the later runs, a DuckDB connection to the snapshot
 # file, a PostgreSQL connection as the reader role, and a PostgreSQL transaction left open
-# after a read; and reading with fresh connections to the file and the Parquet link.
+# after a read; another reading with fresh connections to the file and the Parquet link (in
+# a process of its own: DuckDB gives a new connection the database a process already holds).
 READER_SCRIPT = """
 import json, os, sys, time
 import duckdb, psycopg2
@@ -217,14 +218,17 @@ def timed(source, read):
     records.append({"source": source, "at": time.time(), "fingerprint": fingerprint,
                     "seconds": time.monotonic() - started, "error": error})
 
-held = duckdb.connect(spec["snapshot"], read_only=True)
-pg = psycopg2.connect(spec["url"])
-pg.autocommit = True
-pg.cursor().execute(f"set role {spec['role']}")
-idle = psycopg2.connect(spec["url"])
-idle_cursor = idle.cursor()
-idle_cursor.execute(f"set role {spec['role']}")
-idle_cursor.execute(f"select count(*) from {spec['schema']}.fct_orders")
+sources = spec["sources"]
+if "held" in sources:
+    held = duckdb.connect(spec["snapshot"], read_only=True)
+if "postgres" in sources:
+    pg = psycopg2.connect(spec["url"])
+    pg.autocommit = True
+    pg.cursor().execute(f"set role {spec['role']}")
+    idle = psycopg2.connect(spec["url"])
+    idle_cursor = idle.cursor()
+    idle_cursor.execute(f"set role {spec['role']}")
+    idle_cursor.execute(f"select count(*) from {spec['schema']}.fct_orders")
 
 def fresh():
     with duckdb.connect(spec["snapshot"], read_only=True) as con:
@@ -239,14 +243,19 @@ def postgres():
     cursor.execute(spec["postgres_sql"])
     return cursor.fetchone()
 
+reads = {
+    "held": lambda: held.execute(spec["duckdb_sql"]).fetchone(),
+    "fresh": fresh,
+    "parquet": parquet,
+    "postgres": postgres,
+}
 while not os.path.exists(spec["stop"]):
-    timed("held", lambda: held.execute(spec["duckdb_sql"]).fetchone())
-    timed("fresh", fresh)
-    timed("parquet", parquet)
-    timed("postgres", postgres)
+    for source in sources:
+        timed(source, reads[source])
     open(spec["ready"], "a").close()
     time.sleep(0.1)
-idle.rollback()
+if "postgres" in sources:
+    idle.rollback()
 with open(spec["out"], "w") as handle:
     json.dump(records, handle)
 """
@@ -305,7 +314,7 @@ def _unbalanced_load_audit(warehouses: Warehouses, pg) -> None:
 
 @pytest.fixture(scope="module")
 def later_runs(warehouses, pg) -> LaterRuns:
-    """With the reader running: a second run of both warehouses on other orders, then a
+    """With the readers running: a second run of both warehouses on other orders, then a
     third on other orders again whose check fails."""
     first = _published_fingerprints(warehouses, pg)
     directory = warehouses.directory
@@ -319,15 +328,27 @@ def later_runs(warehouses, pg) -> LaterRuns:
         "parquet_sql": _fingerprint_sql("read_parquet('FOLDER/{}.parquet')"),
         "postgres_sql": _fingerprint_sql(f'"{warehouses.published_schema}".{{}}'),
         "stop": str(directory / "stop"),
-        "ready": str(directory / "ready"),
-        "out": str(directory / "reads.json"),
     }
-    reader = subprocess.Popen([sys.executable, "-c", READER_SCRIPT, json.dumps(spec)], cwd=ROOT)
+    readers = {
+        "holding": ["held", "postgres"],
+        "reconnecting": ["fresh", "parquet"],
+    }
+    processes = []
+    for name, sources in readers.items():
+        own = {
+            **spec,
+            "sources": sources,
+            "ready": str(directory / f"{name}.ready"),
+            "out": str(directory / f"{name}.json"),
+        }
+        processes.append(
+            subprocess.Popen([sys.executable, "-c", READER_SCRIPT, json.dumps(own)], cwd=ROOT)
+        )
     try:
         deadline = time.monotonic() + 60
-        while not (directory / "ready").exists():
-            assert reader.poll() is None, "the reader died before its first read"
-            assert time.monotonic() < deadline, "the reader never read"
+        while not all((directory / f"{name}.ready").exists() for name in readers):
+            assert all(p.poll() is None for p in processes), "a reader died before reading"
+            assert time.monotonic() < deadline, "a reader never read"
             time.sleep(0.1)
         started = time.time()
         with pytest.MonkeyPatch.context() as patch:
@@ -360,10 +381,11 @@ def later_runs(warehouses, pg) -> LaterRuns:
         finished = time.time()
         time.sleep(2)  # a few more reads after the runs
         (directory / "stop").touch()
-        assert reader.wait(timeout=60) == 0, "the reader failed"
+        assert all(p.wait(timeout=60) == 0 for p in processes), "a reader failed"
     finally:
-        reader.kill()
-    records = json.loads((directory / "reads.json").read_text())
+        for process in processes:
+            process.kill()
+    records = [r for name in readers for r in json.loads((directory / f"{name}.json").read_text())]
     return LaterRuns(
         first,
         second,
