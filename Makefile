@@ -47,4 +47,4 @@ bench: install
 	$(BIN)/python -m benchmarks.pipeline
 
 clean:
-	rm -rf $(VENV) dbt_project/target dbt_project/logs .dagster data/demo data/*.duckdb*
+	rm -rf $(VENV) dbt_project/target dbt_project/logs .dagster data/demo data/*.duckdb* data/published
