@@ -10,6 +10,7 @@ import yaml
 from conftest import write_lines
 
 from retention_pipeline.lib.config import ConfigError, PipelineConfig, load_config, parse_config
+from retention_pipeline.lib.settings import dbt_profile_env
 
 COLUMNS = {"order_id": "id", "customer_id": "cust", "ordered_at": "placed", "amount": "total"}
 
@@ -507,3 +508,59 @@ def test_a_marketing_spend_path_that_matches_nothing_is_named(tmp_path):
     config = load_config(_config_file(tmp_path, data))
     with pytest.raises(ConfigError, match=r"marketing_spend.path: 'spend/\*.csv' matches no file"):
         spend_files(config)
+
+
+# --------------------------------------------------------------------------------------------
+# A PostgreSQL warehouse
+# --------------------------------------------------------------------------------------------
+
+
+def _postgres_warehouse(tmp_path, **warehouse) -> PipelineConfig:
+    return parse_config(_minimal(warehouse={"type": "postgres", **warehouse}), tmp_path)
+
+
+def test_a_postgres_warehouse_needs_url_env(tmp_path):
+    with pytest.raises(ConfigError, match="warehouse: .*url_env"):
+        _postgres_warehouse(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("schema", "Retention"),
+        ("schema", "retention; drop table x"),
+        ("schema", "a" * 41),
+        ("published_schema", "bi-copy"),
+        ("reader_role", "1reader"),
+        ("url_env", "WAREHOUSE-URL"),
+    ],
+)
+def test_postgres_names_are_plain_lower_case_identifiers(tmp_path, key, value):
+    with pytest.raises(ConfigError, match=f"warehouse.{key}"):
+        _postgres_warehouse(tmp_path, **{"url_env": "WAREHOUSE_DB_URL", key: value})
+
+
+def test_the_warehouse_url_reaches_dbt_through_the_environment(tmp_path, monkeypatch):
+    config = _postgres_warehouse(tmp_path, url_env="MY_WAREHOUSE", schema="shop")
+    monkeypatch.setenv(
+        "MY_WAREHOUSE", "postgresql://etl:p%40ss%3Aw@db.local:6543/sales?sslmode=require"
+    )
+    env = dbt_profile_env(config)
+    assert env["RETENTION_DBT_TARGET"] == "postgres"
+    assert (env["RETENTION_PG_HOST"], env["RETENTION_PG_PORT"]) == ("db.local", "6543")
+    assert (env["RETENTION_PG_USER"], env["RETENTION_PG_DATABASE"]) == ("etl", "sales")
+    assert env["DBT_ENV_SECRET_RETENTION_PG_PASSWORD"] == "p@ss:w"  # dbt scrubs DBT_ENV_SECRET_*
+    assert (env["RETENTION_PG_SCHEMA"], env["RETENTION_PG_SSLMODE"]) == ("shop", "require")
+    assert config.raw_schema == "shop_raw"
+    assert config.warehouse.published == "shop_published"
+
+
+def test_an_unset_warehouse_variable_is_named_and_the_url_never_shown(tmp_path, monkeypatch):
+    config = _postgres_warehouse(tmp_path, url_env="MY_WAREHOUSE")
+    monkeypatch.delenv("MY_WAREHOUSE", raising=False)
+    with pytest.raises(ConfigError, match="MY_WAREHOUSE, which is not set"):
+        dbt_profile_env(config)
+    monkeypatch.setenv("MY_WAREHOUSE", "mysql://root:secret@db/x")
+    with pytest.raises(ConfigError, match="MY_WAREHOUSE must hold") as error:
+        dbt_profile_env(config)
+    assert "secret" not in str(error.value)
