@@ -73,6 +73,8 @@ def retention_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
 
 # Marts keep their bare names as asset keys; staging and intermediate models have a prefix.
+# Python assets that write tables BI reads (the CLV tables) must join these deps, or the
+# copy could be taken before they are written.
 MART_KEYS = sorted(
     (key for key in retention_dbt_models.keys if len(key.path) == 1), key=lambda k: k.path
 )
