@@ -92,6 +92,10 @@ def _publish_duckdb(config: PipelineConfig, version: str) -> Published:
     # next publish, for a reader still listing it.
     link = folder / f".{PARQUET_LINK}-{version}.link"
     link.symlink_to(parquet.name)
+    # A copied folder (cp -r, shutil.copytree) turns the link into a real folder, which no
+    # link can replace: that copy goes first.
+    if (folder / PARQUET_LINK).is_dir() and not (folder / PARQUET_LINK).is_symlink():
+        shutil.rmtree(folder / PARQUET_LINK)
     os.replace(link, folder / PARQUET_LINK)
     _remove_old_parquet(folder, keep={parquet.name})
     return Published(version, tables, str(target), folder / PARQUET_LINK)
