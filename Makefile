@@ -6,7 +6,7 @@ MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros dbt_project/tests -type f 2>/dev/null) dbt_project/dbt_project.yml
 export DAGSTER_HOME := $(CURDIR)/.dagster
 
-.PHONY: install demo dev test lint format bench clean
+.PHONY: install demo dev test lint format bench bench-clv clean
 
 $(STAMP): requirements.lock pyproject.toml
 	python3 -m venv $(VENV)
@@ -45,6 +45,10 @@ format: install
 
 bench: install
 	$(BIN)/python -m benchmarks.pipeline
+
+# The CLV fit alone: BG/NBD + Gamma-Gamma on a million customers against lifetimes.
+bench-clv: install
+	$(BIN)/python -m benchmarks.pipeline --clv
 
 clean:
 	rm -rf $(VENV) dbt_project/target dbt_project/logs .dagster data/demo data/*.duckdb* data/published

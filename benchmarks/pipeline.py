@@ -10,6 +10,7 @@ Usage:
 
     python -m benchmarks.pipeline [--orders 1000000 10000000] [--repeats 3]
     python -m benchmarks.pipeline --db-extract-only [--db-rows 5000000]
+    python -m benchmarks.pipeline --clv [--customers 1000000]   # the CLV fit alone
 """
 
 from __future__ import annotations
@@ -196,7 +197,18 @@ def main() -> None:
     parser.add_argument(
         "--db-extract-only", action="store_true", help="only the database extraction benchmark"
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--clv", action="store_true", help="only the CLV benchmark (benchmarks/clv.py)"
+    )
+    parser.add_argument("--no-clv", action="store_true", help="leave the CLV benchmark out")
+    args, rest = parser.parse_known_args()
+    if not args.no_clv and not args.db_extract_only:
+        from benchmarks import clv
+
+        sys.argv = [sys.argv[0], *rest]
+        clv.main()
+        if args.clv:
+            return
     WORK.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     if args.db_extract_only:

@@ -50,7 +50,15 @@ MONEY_COLUMNS = (
 )
 # Columns that name a load or the wall-clock time of a run: they differ between runs.
 RUN_COLUMNS = frozenset(
-    {"load_id", "load_sequence", "loaded_at", "rejected_at", "started_at", "finished_at"}
+    {
+        "load_id",
+        "load_sequence",
+        "loaded_at",
+        "rejected_at",
+        "started_at",
+        "finished_at",
+        "fitted_at",
+    }
 )
 
 # The reason code each kind of the generator's bad rows must end with in rejected_orders;
@@ -182,13 +190,14 @@ NIGHTLY_SCRIPT = """
 import json, shutil, sys
 import dagster as dg
 from retention_pipeline.definitions import defs
+from retention_pipeline.defs.transformation.assets import dbt_ops_config
 
 spec = json.loads(sys.argv[1])
 job = defs().resolve_job_def("retention_nightly")
 for step in spec["steps"]:
     run_config = {"ops": {
         "raw_orders": {"config": {"lookback_days": step["lookback_days"]}},
-        "retention_dbt_models": {"config": {"as_of": step["as_of"]}},
+        **dbt_ops_config(job, step["as_of"]),
     }}
     result = job.execute_in_process(
         run_config=run_config,

@@ -215,21 +215,45 @@ def segment_movements(history: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def winback_candidates(segments: pl.DataFrame, gross_margin: float = 1.0) -> pl.DataFrame:
-    """Churned and at-risk customers of one snapshot, ranked by historical value (net revenue
-    x gross margin), then fewer days since the last order, then customer_id."""
+def winback_candidates(
+    segments: pl.DataFrame,
+    gross_margin: float = 1.0,
+    ltv: pl.DataFrame | None = None,
+    low_p_alive: float = 0.5,
+) -> pl.DataFrame:
+    """Win-back candidates of one snapshot: churned and at-risk customers, and the others
+    whose P(alive) is below low_p_alive. Value: (1 - P(alive)) x predicted LTV if alive
+    where `ltv` (customer_id, p_alive, predicted_ltv_if_alive) has a prediction, else net
+    revenue x gross margin. Ranked by value, then fewer days since the last order, then
+    customer_id."""
+    if ltv is None:
+        ltv = pl.DataFrame(
+            schema={
+                "customer_id": pl.String,
+                "p_alive": pl.Float64,
+                "predicted_ltv_if_alive": pl.Float64,
+            }
+        )
+    lapsed = pl.col("lifecycle_state").is_in(["churned", "at_risk"])
     return (
-        segments.filter(pl.col("lifecycle_state").is_in(["churned", "at_risk"]))
-        .with_columns(winback_value=pl.col("net_revenue") * gross_margin)
+        segments.join(
+            ltv.select("customer_id", "p_alive", "predicted_ltv_if_alive"),
+            on="customer_id",
+            how="left",
+        )
+        .filter(lapsed | (pl.col("p_alive") < low_p_alive))
+        .with_columns(
+            winback_value=pl.when(pl.col("predicted_ltv_if_alive").is_null())
+            .then(pl.col("net_revenue") * gross_margin)
+            .otherwise((1 - pl.col("p_alive")) * pl.col("predicted_ltv_if_alive")),
+            winback_reason_code=pl.when(lapsed)
+            .then(pl.col("lifecycle_state"))
+            .otherwise(pl.lit("low_p_alive")),
+        )
         .sort(
             ["winback_value", "days_since_last_order", "customer_id"],
             descending=[True, False, False],
         )
         .with_columns(winback_rank=pl.int_range(1, pl.len() + 1, dtype=pl.Int64))
-        .select(
-            "winback_rank",
-            "customer_id",
-            "winback_value",
-            winback_reason_code="lifecycle_state",
-        )
+        .select("winback_rank", "customer_id", "winback_value", "winback_reason_code")
     )

@@ -4,6 +4,7 @@ of the file."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -19,12 +20,17 @@ from pipeline_helpers import (
     read_table,
     run_cli,
 )
+from test_clv import assert_published
+
+from retention_pipeline.lib.clv.models import BgNbd
 
 pytestmark = pytest.mark.skipif(
     not CDNOW_MASTER.is_file(),
     reason=f"the CDNOW master file is not at {CDNOW_MASTER} (shared/data/cdnow beside the repo)",
 )
 
+CDNOW_SAMPLE = CDNOW_MASTER.with_name("CDNOW_sample.txt")
+CALIBRATION_END = date(1997, 9, 30)  # the papers' 39 weeks
 WINDOW_DAYS = 90  # config/cdnow.yaml's active_window_days
 CUSTOMERS = 23_570  # who bought first in 1997 Q1 (shared/data/cdnow/README.md)
 
@@ -125,3 +131,53 @@ def test_monthly_retention_rates_match_the_reference(warehouse, valid_orders, ba
     assert_same_cells(
         actual, expected, ref.RETENTION_RATES_KEYS, f"CDNOW retention_rates month/{base}"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The sample through config/cdnow_sample.yaml: the published CLV figures (test_clv.py checks
+# the same models as functions)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_runs(tmp_path_factory) -> dict[str, Path]:
+    """`run --config config/cdnow_sample.yaml --as-of 1997-09-30` (weeks) once with each
+    count model, in parallel; their warehouses by model."""
+
+    def run(model: str) -> Path:
+        directory = tmp_path_factory.mktemp(f"sample-{model}")
+        config = yaml.safe_load((ROOT / "config" / "cdnow_sample.yaml").read_text())
+        config["source"]["path"] = str(CDNOW_SAMPLE)
+        config["warehouse"]["path"] = str(directory / "sample.duckdb")
+        assert config["clv"]["time_unit"] == "week"
+        config["clv"]["model"] = model
+        (directory / "sample.yaml").write_text(yaml.safe_dump(config))
+        run_cli(directory / "sample.yaml", as_of=CALIBRATION_END)
+        return directory / "sample.duckdb"
+
+    models = ["bg_nbd", "pareto_nbd"]
+    with ThreadPoolExecutor(len(models)) as pool:
+        return dict(zip(models, pool.map(run, models), strict=True))
+
+
+@pytest.mark.parametrize("model", ["bg_nbd", "pareto_nbd"])
+def test_the_sample_run_publishes_the_papers_estimates(sample_runs, model):
+    params = read_table(sample_runs[model], "clv_model_params")
+    assert set(params["model"]) == {model, "gamma_gamma"}
+    assert set(params["time_unit"]) == {"week"}
+    assert set(params["calibration_end"]) == {CALIBRATION_END}
+    for name, rows in params.group_by("model"):
+        (log_likelihood,) = rows["log_likelihood"].unique()
+        values = dict(zip(rows["parameter"], rows["value"], strict=True))
+        assert_published(name[0], values, log_likelihood)
+    ltv = read_table(sample_runs[model], "customer_ltv")
+    assert ltv.height == 2357  # the eight whose only purchase was free included
+    assert ltv["p_alive"].null_count() == 0
+    assert ltv["p_alive"].is_between(0, 1).all()
+
+
+def test_the_published_bg_nbd_parameters_give_the_papers_expectations(sample_runs):
+    rows = read_table(sample_runs["bg_nbd"], "clv_model_params").filter(model="bg_nbd")
+    bg = BgNbd(**dict(zip(rows["parameter"], rows["value"], strict=True)))
+    assert round(float(bg.expected_purchases_new(78.0)), 3) == 1.858
+    assert round(float(bg.expected_purchases(39.0, 2, 30.43, 38.86)), 3) == 1.226

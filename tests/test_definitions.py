@@ -26,6 +26,11 @@ MART_ASSETS = {
     "retention_rates", "customer_base_daily", "kpi_periodic", "kpi_daily",
     "customer_segments", "customer_segment_history", "segment_movements",
     "winback_candidates", "unit_economics", "rejected_orders", "load_audit",
+    "customer_ltv", "clv_model_params", "clv_holdout_eval", "forecast_monthly",
+}  # fmt: skip
+CLV_ASSETS = {
+    "clv/customer_predictions", "clv/model_params", "clv/fit_attempts", "clv/holdout_eval",
+    "clv/forecast_monthly",
 }  # fmt: skip
 PUBLISHING_ASSETS = {"retention_report", "published_marts"}
 
@@ -78,7 +83,7 @@ def _keys(asset_graph) -> set[str]:
 
 def test_every_asset_is_defined(asset_graph):
     keys = _keys(asset_graph)
-    assert keys >= RAW_ASSETS | MART_ASSETS | PUBLISHING_ASSETS
+    assert keys >= RAW_ASSETS | MART_ASSETS | PUBLISHING_ASSETS | CLV_ASSETS
     models = _model_assets()
     assert {"staging/stg_orders__orders", "intermediate/int_orders__classified"} <= models
     assert models <= keys, f"dbt models without an asset: {sorted(models - keys)}"
@@ -114,6 +119,37 @@ def test_the_report_comes_after_the_marts_it_reads(asset_graph):
         "customer_segments",
     }  # fmt: skip
     assert {dg.AssetKey(table) for table in reads} <= set(report.parent_keys)
+
+
+def test_the_clv_models_run_between_fct_orders_and_the_marts_that_read_them(asset_graph):
+    for key in CLV_ASSETS:
+        node = asset_graph.get(dg.AssetKey.from_user_string(key))
+        assert dg.AssetKey("fct_orders") in node.parent_keys, key
+        assert node.group_name == "clv"
+    staging = asset_graph.get(dg.AssetKey(["staging", "stg_clv__customer_predictions"]))
+    assert dg.AssetKey(["clv", "customer_predictions"]) in staging.parent_keys
+    winback = asset_graph.get(dg.AssetKey("winback_candidates"))
+    assert dg.AssetKey("customer_ltv") in winback.parent_keys
+    for mart in ("customer_ltv", "clv_model_params", "clv_holdout_eval", "forecast_monthly"):
+        assert asset_graph.get(dg.AssetKey(mart)).group_name == "clv"
+
+
+def test_a_rejected_clv_fit_fails_a_check_without_stopping_the_run(asset_graph):
+    key = dg.AssetCheckKey(dg.AssetKey(["clv", "model_params"]), "clv_fits_accepted")
+    assert key in asset_graph.asset_check_keys
+    assert not asset_graph.get_check_spec(key).blocking
+
+
+def test_the_nightly_job_runs_the_dbt_models_before_and_after_the_clv_models(definitions):
+    """One run: Dagster splits the dbt multi-asset around the CLV assets, and every dbt
+    step gets the run's as-of date."""
+    from retention_pipeline.defs.transformation.assets import dbt_ops_config
+
+    job = definitions.resolve_job_def(JOB)
+    steps = dbt_ops_config(job, "2025-01-31")
+    assert sorted(steps) == ["retention_dbt_models", "retention_dbt_models_2"]
+    assert {step["config"]["as_of"] for step in steps.values()} == {"2025-01-31"}
+    assert "clv_models" in job.graph.node_names()
 
 
 def test_publishing_comes_after_every_mart(asset_graph):
@@ -184,6 +220,7 @@ def test_the_schedule_asks_for_yesterdays_partition(definitions, scheduled, part
     assert request.partition_key == partition
     ops = request.run_config["ops"]
     assert ops["retention_dbt_models"]["config"]["as_of"] == partition
+    assert ops["retention_dbt_models_2"]["config"]["as_of"] == partition
     assert ops["raw_orders"]["config"]["lookback_days"] == 7  # the default lookback
     assert partition in definitions.resolve_job_def(JOB).partitions_def.get_partition_keys(
         current_time=scheduled

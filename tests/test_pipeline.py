@@ -371,9 +371,12 @@ def test_segments_match_the_reference(base, base_orders):
         seg.SEGMENT_MOVEMENTS_KEYS,
         "segment_movements",
     )
+    # The ranking from the published predictions (the models are tested in test_clv.py).
+    ltv = read_table(base.warehouse, "customer_ltv")
+    assert ltv["predicted_ltv_if_alive"].null_count() == 0
     assert_same_cells(
         read_table(base.warehouse, "winback_candidates"),
-        seg.winback_candidates(current),
+        seg.winback_candidates(current, ltv=ltv),
         ["winback_rank"],
         "winback_candidates",
     )

@@ -148,3 +148,31 @@ def test_segment_identities(orders, as_of_day, window):
         sizes = history.group_by("snapshot_month").len()
         joined = per_month.join(sizes, on="snapshot_month")
         assert (joined["customers"] == joined["len"]).all()
+
+
+def test_winback_ranks_by_predicted_value_at_risk():
+    """The hand-worked example of the dbt unit test winback_candidates_ranked_by_value_with_
+    reasons: V (returning, P(alive) 0.3) 0.7 x 500 = 350; S 0.8 x 100 = 80 ties with U's
+    historical 80 (no prediction) and goes first with fewer days; T 0.4 x 150 = 60."""
+    segments = pl.DataFrame(
+        {
+            "customer_id": ["R", "S", "T", "U", "V"],
+            "lifecycle_state": ["returning", "churned", "at_risk", "churned", "returning"],
+            "days_since_last_order": [3, 120, 50, 200, 20],
+            "net_revenue": [900.0, 300.0, 300.0, 80.0, 400.0],
+        }
+    )
+    ltv = pl.DataFrame(
+        {
+            "customer_id": ["R", "S", "T", "U", "V"],
+            "p_alive": [0.9, 0.2, 0.6, None, 0.3],
+            "predicted_ltv_if_alive": [500.0, 100.0, 150.0, None, 500.0],
+        }
+    )
+    ranked = seg.winback_candidates(segments, ltv=ltv, low_p_alive=0.5)
+    assert [(r, c, round(v, 9), code) for r, c, v, code in ranked.rows()] == [
+        (1, "V", 350.0, "low_p_alive"),
+        (2, "S", 80.0, "churned"),
+        (3, "U", 80.0, "churned"),
+        (4, "T", 60.0, "at_risk"),
+    ]

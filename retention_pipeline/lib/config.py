@@ -289,8 +289,14 @@ class ScheduleConfig(_Strict):
 class ClvConfig(_Strict):
     model: Literal["bg_nbd", "pareto_nbd"] = "bg_nbd"
     time_unit: Literal["day", "week"] = "week"
-    horizon_months: int = Field(12, gt=0)
+    horizon_months: int = Field(12, gt=0, le=120)
     annual_discount_rate: float = Field(0.10, ge=0)
+    # The holdout the evaluation and the forecast backtest keep out of the fit: this many
+    # days before the as-of date; None: the later half of the history.
+    holdout_days: int | None = Field(None, gt=0)
+    # Customers not yet churned or at risk whose P(alive) is below this are win-back
+    # candidates too.
+    low_p_alive: float = Field(0.5, gt=0, lt=1)
 
 
 class SegmentsConfig(_Strict):
@@ -323,6 +329,9 @@ class PipelineConfig(_Strict):
     )
     status_map: dict[str, str] = Field(default_factory=dict)
     gross_margin: float = Field(1.0, ge=0, le=1)
+    # An order of amount 0 (a free order) is a valid order when true; by default a valid
+    # order needs a net amount above 0.
+    free_orders_are_purchases: bool = False
     fx_rates: FxRatesConfig | None = None
     future_tolerance_hours: float = Field(24, ge=0)
     schedule: ScheduleConfig = ScheduleConfig()

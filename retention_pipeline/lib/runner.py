@@ -51,12 +51,13 @@ def run_pipeline(
         last = as_of.isoformat()
     from retention_pipeline.definitions import defs
     from retention_pipeline.defs.automation.schedules import NIGHTLY_JOB
+    from retention_pipeline.defs.transformation.assets import dbt_ops_config
 
     job = defs().resolve_job_def(NIGHTLY_JOB)
     run_config = {
         "ops": {
             "raw_orders": {"config": {"full_history": True, "full_resync": full_resync}},
-            "retention_dbt_models": {"config": {"as_of": as_of.isoformat() if as_of else None}},
+            **dbt_ops_config(job, as_of.isoformat() if as_of else None),
         }
     }
     # One partition, the last day, with the whole history behind it: a range of thousands

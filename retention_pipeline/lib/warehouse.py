@@ -15,6 +15,7 @@ import os
 import re
 import tempfile
 import uuid
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -519,3 +520,67 @@ def record_failed_load(
             "error": error,
         },
     )
+
+
+def read_frame(con: duckdb.DuckDBPyConnection | Session, sql: str) -> pl.DataFrame:
+    """The rows of a query as a Polars frame, on DuckDB or PostgreSQL."""
+    if isinstance(con, PostgresSession):
+        return read_postgres(con.con, sql)
+    if isinstance(con, DuckDBSession):
+        con = con.con
+    return pl.from_arrow(con.sql(sql).to_arrow_table())
+
+
+def table_exists(con: duckdb.DuckDBPyConnection | Session, schema: str, table: str) -> bool:
+    """Whether `schema.table` exists (names unquoted, plain identifiers)."""
+    for name in (schema, table):
+        quote_identifier(name)  # validated before it reaches SQL
+    found = read_frame(
+        con,
+        "select count(*) as n from information_schema.tables "
+        f"where table_schema = '{schema}' and table_name = '{table}'",
+    )
+    return bool(found["n"][0])
+
+
+def model_schemas(config: PipelineConfig) -> tuple[str, str]:
+    """Where dbt builds the marts and the intermediate models, as SQL names."""
+    if config.warehouse.type == "duckdb":
+        return "main", "intermediate"
+    schema = config.warehouse.schema_name
+    return quote_identifier(schema), quote_identifier(f"{schema}_intermediate")
+
+
+def replace_tables(
+    con: duckdb.DuckDBPyConnection | Session, tables: Mapping[str, pl.DataFrame]
+) -> None:
+    """Replaces each table named `schema.table` with the rows and columns of its frame, all
+    in one transaction: readers see every old table or every new one. Schemas are created
+    as needed.
+
+    The one way Python writes a computed table to the warehouse (the CLV tables today). It
+    speaks through a warehouse session, in SQL that DuckDB and PostgreSQL share; on
+    PostgreSQL a frame reaches the server as a temporary table (PostgresSession.register).
+    """
+    session = as_session(con)
+    for name in tables:
+        if not re.fullmatch(r'("?)[a-z_][a-z0-9_]*\1\.[a-z_][a-z0-9_]*', name):
+            raise ValueError(f"'{name}' is not a schema-qualified lower-case table name")
+    registered = []
+    session.execute("begin")
+    try:
+        for schema in sorted({name.split(".")[0] for name in tables}):
+            session.execute(f"create schema if not exists {schema}")
+        for i, (name, frame) in enumerate(tables.items()):
+            view = f"_replacement_{i}"
+            session.register(view, frame)
+            registered.append(view)
+            session.execute(f"drop table if exists {name}")
+            session.execute(f"create table {name} as select * from {view}")
+        session.execute("commit")
+    except BaseException:
+        session.execute("rollback")
+        raise
+    finally:
+        for view in registered:
+            session.unregister(view)

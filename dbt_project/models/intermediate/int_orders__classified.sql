@@ -18,7 +18,12 @@ final as (
                 '{{ status | lower }}'{{ "," if not loop.last }}
                 {%- endfor %}
             )
-            and orders.gross_amount - orders.refunded_amount > 0
+            and (
+                orders.gross_amount - orders.refunded_amount > 0
+                {%- if var('free_orders_are_purchases') %}
+                or orders.gross_amount = 0
+                {%- endif %}
+            )
         ) as is_valid
     from orders
 

@@ -3,6 +3,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from retention_pipeline.defs.transformation.assets import dbt_ops_config
 from retention_pipeline.lib.settings import active_config, daily_partitions
 
 NIGHTLY_JOB = "retention_nightly"
@@ -32,12 +33,13 @@ def nightly_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     config = active_config()
     scheduled = context.scheduled_execution_time.astimezone(ZoneInfo(config.reporting_timezone))
     yesterday = (scheduled - timedelta(days=1)).date().isoformat()
+    job = context.repository_def.get_job(NIGHTLY_JOB)
     return dg.RunRequest(
         partition_key=yesterday,
         run_config={
             "ops": {
                 "raw_orders": {"config": {"lookback_days": config.schedule.lookback_days}},
-                "retention_dbt_models": {"config": {"as_of": yesterday}},
+                **dbt_ops_config(job, yesterday),
             }
         },
     )

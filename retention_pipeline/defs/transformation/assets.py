@@ -39,6 +39,8 @@ def dbt_vars(as_of: str | None) -> dict[str, Any]:
         **config.segments.model_dump(),
         "status_map": dict(config.status_map),
         "gross_margin": config.gross_margin,
+        "free_orders_are_purchases": config.free_orders_are_purchases,
+        "low_p_alive": config.clv.low_p_alive,
         "raw_schema": config.raw_schema,
     }
 
@@ -64,6 +66,16 @@ def retention_dbt_models(
         json.dumps(dbt_vars(config.as_of)),
     ]
     yield from dbt.cli(args, context=context, target_path=warehouse_target_path()).stream()
+
+
+def dbt_ops_config(job: dg.JobDefinition, as_of: str | None) -> dict[str, Any]:
+    """Run config giving `as_of` to every step of the dbt models in `job`. The CLV assets
+    sit between dbt models (after fct_orders, before customer_ltv and winback_candidates),
+    so Dagster splits the dbt multi-asset into a step before and a step after them
+    (retention_dbt_models, retention_dbt_models_2, ...), all in the same run."""
+    name = retention_dbt_models.op.name
+    steps = [n for n in job.graph.node_names() if n == name or n.startswith(f"{name}_")]
+    return {step: {"config": {"as_of": as_of}} for step in sorted(steps)}
 
 
 def warehouse_target_path() -> Path:

@@ -1,5 +1,7 @@
--- One row per churned or at-risk customer, ranked by the value a win-back would bring back:
--- its historical value until predicted LTV exists.
+-- One row per win-back candidate: churned or at-risk customers, and active ones whose
+-- P(alive) is below low_p_alive; ranked by the predicted value at risk of being lost,
+-- (1 − P(alive)) × the predicted LTV if still alive, or the historical value while no
+-- prediction exists.
 with
 
 segments as (
@@ -11,6 +13,12 @@ segments as (
 customers as (
 
     select * from {{ ref('dim_customers') }}
+
+),
+
+ltv as (
+
+    select * from {{ ref('customer_ltv') }}
 
 ),
 
@@ -26,12 +34,30 @@ candidates as (
         segments.days_since_last_order,
         segments.valid_orders,
         segments.net_revenue,
-        customers.historical_ltv as winback_value,
-        'historical_ltv' as winback_value_basis
+        customers.historical_ltv,
+        ltv.p_alive,
+        ltv.predicted_ltv,
+        ltv.predicted_ltv_if_alive,
+        case
+            when segments.lifecycle_state in ('churned', 'at_risk') then segments.lifecycle_state
+            else 'low_p_alive'
+        end as winback_reason_code,
+        case
+            when ltv.predicted_ltv_if_alive is null then customers.historical_ltv
+            else (1 - ltv.p_alive) * ltv.predicted_ltv_if_alive
+        end as winback_value,
+        case
+            when ltv.predicted_ltv_if_alive is null then 'historical_ltv'
+            else 'predicted_ltv_at_risk'
+        end as winback_value_basis
     from segments
     inner join customers
         on segments.customer_id = customers.customer_id
-    where segments.lifecycle_state in ('churned', 'at_risk')
+    left join ltv
+        on segments.customer_id = ltv.customer_id
+    where
+        segments.lifecycle_state in ('churned', 'at_risk')
+        or ltv.p_alive < {{ var('low_p_alive') }}
 
 ),
 
@@ -42,22 +68,37 @@ final as (
             order by winback_value desc, days_since_last_order asc, customer_id asc
         ) as winback_rank,
         customer_id,
-        lifecycle_state as winback_reason_code,
-        case lifecycle_state
+        winback_reason_code,
+        case winback_reason_code
             when 'churned' then 'churned: no order for '
-            else 'at risk: no order for '
+            when 'at_risk' then 'at risk: no order for '
+            else 'low P(alive): no order for '
         end
         || cast(days_since_last_order as {{ dbt.type_string() }})
         || ' days (active window {{ var("active_window_days") }} days); valid orders: '
         || cast(valid_orders as {{ dbt.type_string() }})
         || ', historical value: '
-        || cast(round(winback_value, 2) as {{ dbt.type_string() }})
+        || cast(round(historical_ltv, 2) as {{ dbt.type_string() }})
+        || coalesce(
+            ', P(alive) '
+            || cast(round(cast(p_alive as decimal(18, 4)), 2) as {{ dbt.type_string() }})
+            || ', predicted value if alive: '
+            || cast(
+                round(cast(predicted_ltv_if_alive as decimal(18, 4)), 2)
+                as {{ dbt.type_string() }}
+            ),
+            ''
+        )
         || '; tier '
         || tier
         || ', segment '
         || rfm_segment as winback_reason,
         winback_value,
         winback_value_basis,
+        p_alive,
+        predicted_ltv,
+        predicted_ltv_if_alive,
+        historical_ltv,
         lifecycle_state,
         churn_type,
         rfm_segment,
