@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -237,14 +238,22 @@ def backfill_step(first: date, last: date, snapshot: Path) -> dict:
 
 def run_nightly_steps(config: Path, warehouse: Path, steps: list[dict]) -> None:
     spec = json.dumps({"warehouse": str(warehouse), "steps": steps})
+    run_script(NIGHTLY_SCRIPT, spec, config=config, what=f"the nightly job ({len(steps)} runs)")
+
+
+def run_script(
+    script: str, *args: str, config: Path, what: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`script` run by this Python with `args`, in a pipeline process of `config` (run_env)
+    with `env` added; fails the test, naming `what`, when it fails."""
     result = subprocess.run(
-        [sys.executable, "-c", NIGHTLY_SCRIPT, spec],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env=run_env(config),
+        env=run_env(config, **(env or {})),
     )
-    _check(result, f"the nightly job ({len(steps)} runs)")
+    return _check(result, what)
 
 
 def copy_run_directory(source: Path, target: Path) -> Path:
@@ -302,9 +311,13 @@ def mart_snapshot(warehouse: Path, exclude: tuple[str, ...] = ("load_audit",)) -
         if name in exclude:
             continue
         frame = read_table(warehouse, name)
-        frame = frame.drop([c for c in frame.columns if c in RUN_COLUMNS])
-        snapshot[name] = frame.sort(frame.columns, nulls_last=True)
+        snapshot[name] = sorted_rows(frame.drop([c for c in frame.columns if c in RUN_COLUMNS]))
     return snapshot
+
+
+def sorted_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows in one order: views (the wide cohort pivot) have none of their own."""
+    return frame.sort(frame.columns, nulls_last=True)
 
 
 def assert_same_marts(actual: dict, expected: dict) -> None:
@@ -324,6 +337,72 @@ def assert_same_marts(actual: dict, expected: dict) -> None:
             if not pl.select(close).to_series().all():
                 differing.append(column)
         assert not differing, f"{name}: columns {differing} differ"
+
+
+# --------------------------------------------------------------------------------------------
+# The same marts on another engine
+# --------------------------------------------------------------------------------------------
+
+# Floats (rates, CLV predictions) may differ in the last bits between engines.
+ENGINE_RELATIVE_TOLERANCE = 1e-9
+
+
+def mart_differences(
+    duckdb_warehouse: Path, engine: str, read_mart: Callable[[str], pl.DataFrame]
+) -> list[str]:
+    """What differs between every mart of the DuckDB warehouse and the same mart on
+    `engine`, as `read_mart(name)` reads it: columns, row counts, or the columns whose
+    cells differ (run columns left out, floats to ENGINE_RELATIVE_TOLERANCE)."""
+    problems = []
+    for table in mart_names(duckdb_warehouse):
+        duck = _comparable(read_table(duckdb_warehouse, table))
+        other = _comparable(read_mart(table))
+        if duck.columns != other.columns:
+            problems.append(f"{table}: columns {duck.columns} != {other.columns}")
+        elif duck.height != other.height:
+            problems.append(f"{table}: {duck.height} rows on DuckDB, {other.height} on {engine}")
+        elif differing := _differing_columns(duck, other):
+            problems.append(f"{table}: columns {differing} differ")
+    return problems
+
+
+def _comparable(frame: pl.DataFrame) -> pl.DataFrame:
+    """Without the columns of a run (load ids, wall-clock times); decimals (numeric on
+    PostgreSQL, decimal(18, 4) in DuckDB, wider ones from Spark's arithmetic) as floats
+    and integers (int or bigint by engine) as Int64; sorted."""
+    frame = frame.drop([c for c in frame.columns if c in RUN_COLUMNS])
+    frame = frame.with_columns(
+        [
+            pl.col(c).cast(pl.Float64 if isinstance(t, pl.Decimal) else pl.Int64)
+            for c, t in frame.schema.items()
+            if isinstance(t, pl.Decimal) or t.is_integer()
+        ]
+    )
+    return sorted_rows(frame)
+
+
+def _differing_columns(duck: pl.DataFrame, other: pl.DataFrame) -> list[str]:
+    differing = []
+    for column in duck.columns:
+        a, b = duck[column], other[column]
+        if a.dtype == pl.Null or b.dtype == pl.Null:
+            a, b = a.cast(pl.String), b.cast(pl.String)  # a column with no values
+        if a.dtype.is_float():
+            both = pl.DataFrame({"a": a, "b": b})
+            same = both.select(
+                (pl.col("a").is_null() & pl.col("b").is_null())
+                | (pl.col("a") == pl.col("b")).fill_null(False)
+                | (
+                    (pl.col("a") - pl.col("b")).abs()
+                    <= ENGINE_RELATIVE_TOLERANCE
+                    * pl.max_horizontal(pl.col("a").abs(), pl.col("b").abs())
+                ).fill_null(False)
+            )
+            if not same.to_series().all():
+                differing.append(column)
+        elif a.dtype != b.dtype or not a.equals(b):
+            differing.append(column)
+    return differing
 
 
 # --------------------------------------------------------------------------------------------

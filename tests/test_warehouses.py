@@ -30,8 +30,8 @@ from conftest import POSTGRES_URL
 from pipeline_helpers import (
     BIN,
     ROOT,
-    RUN_COLUMNS,
     drop_postgres_schemas,
+    mart_differences,
     mart_names,
     postgres_connection,
     postgres_table_names,
@@ -39,6 +39,7 @@ from pipeline_helpers import (
     read_table,
     run_cli,
     run_env,
+    sorted_rows,
     write_config,
 )
 
@@ -48,7 +49,6 @@ CUSTOMERS = 300
 SEED = 23
 # The config names this variable; the test sets it to the test server's URL.
 URL_ENV = "RETENTION_TEST_WAREHOUSE_URL"
-RELATIVE_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -99,48 +99,6 @@ def warehouses(tmp_path_factory, pg) -> Warehouses:
     drop_postgres_schemas(pg, schema)
 
 
-def _comparable(frame: pl.DataFrame) -> pl.DataFrame:
-    """Without the columns of a run (load ids, wall-clock times); decimals (numeric on
-    PostgreSQL, decimal(18, 4) in DuckDB) as floats and integers as Int64; sorted."""
-    frame = frame.drop([c for c in frame.columns if c in RUN_COLUMNS])
-    frame = frame.with_columns(
-        [
-            pl.col(c).cast(pl.Float64 if isinstance(t, pl.Decimal) else pl.Int64)
-            for c, t in frame.schema.items()
-            if isinstance(t, pl.Decimal) or t.is_integer()
-        ]
-    )
-    return _sorted(frame)
-
-
-def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
-    """Rows in one order: views (the wide cohort pivot) have none of their own."""
-    return frame.sort(frame.columns, nulls_last=True)
-
-
-def _differing_columns(duck: pl.DataFrame, pg: pl.DataFrame) -> list[str]:
-    differing = []
-    for column in duck.columns:
-        a, b = duck[column], pg[column]
-        if a.dtype == pl.Null or b.dtype == pl.Null:
-            a, b = a.cast(pl.String), b.cast(pl.String)  # a column with no values
-        if a.dtype.is_float():
-            both = pl.DataFrame({"a": a, "b": b})
-            same = both.select(
-                (pl.col("a").is_null() & pl.col("b").is_null())
-                | (pl.col("a") == pl.col("b")).fill_null(False)
-                | (
-                    (pl.col("a") - pl.col("b")).abs()
-                    <= RELATIVE_TOLERANCE * pl.max_horizontal(pl.col("a").abs(), pl.col("b").abs())
-                ).fill_null(False)
-            )
-            if not same.to_series().all():
-                differing.append(column)
-        elif a.dtype != b.dtype or not a.equals(b):
-            differing.append(column)
-    return differing
-
-
 def test_the_same_marts_are_built(warehouses, pg):
     duck = mart_names(warehouses.duckdb)
     assert duck == postgres_table_names(pg, warehouses.schema)
@@ -148,16 +106,11 @@ def test_the_same_marts_are_built(warehouses, pg):
 
 
 def test_every_cell_of_every_mart_is_the_same_on_duckdb_and_postgres(warehouses, pg):
-    problems = []
-    for table in mart_names(warehouses.duckdb):
-        duck = _comparable(read_table(warehouses.duckdb, table))
-        post = _comparable(read_postgres_table(pg, warehouses.schema, table))
-        if duck.columns != post.columns:
-            problems.append(f"{table}: columns {duck.columns} != {post.columns}")
-        elif duck.height != post.height:
-            problems.append(f"{table}: {duck.height} rows on DuckDB, {post.height} on PostgreSQL")
-        elif differing := _differing_columns(duck, post):
-            problems.append(f"{table}: columns {differing} differ")
+    problems = mart_differences(
+        warehouses.duckdb,
+        "PostgreSQL",
+        lambda table: read_postgres_table(pg, warehouses.schema, table),
+    )
     assert not problems, "\n".join(problems)
 
 
@@ -404,10 +357,10 @@ def test_duckdb_publishes_a_read_only_snapshot_and_parquet_of_every_mart(warehou
     assert warehouses.snapshot.stat().st_mode & 0o222 == 0  # read-only for everyone
     assert sorted(p.stem for p in warehouses.parquet.glob("*.parquet")) == marts
     for table in marts:
-        expected = _sorted(read_table(warehouses.duckdb, table))
-        assert _sorted(read_table(warehouses.snapshot, table)).equals(expected), table
+        expected = sorted_rows(read_table(warehouses.duckdb, table))
+        assert sorted_rows(read_table(warehouses.snapshot, table)).equals(expected), table
         parquet = pl.read_parquet(warehouses.parquet / f"{table}.parquet")
-        assert _sorted(parquet).equals(expected), table
+        assert sorted_rows(parquet).equals(expected), table
 
 
 def test_postgres_publishes_every_mart_in_the_published_schema(warehouses, pg):
@@ -415,8 +368,8 @@ def test_postgres_publishes_every_mart_in_the_published_schema(warehouses, pg):
     assert postgres_table_names(pg, warehouses.published_schema) == marts
     for table in marts:
         published = read_postgres_table(pg, warehouses.published_schema, table)
-        assert _sorted(published).equals(
-            _sorted(read_postgres_table(pg, warehouses.schema, table))
+        assert sorted_rows(published).equals(
+            sorted_rows(read_postgres_table(pg, warehouses.schema, table))
         ), table
 
 

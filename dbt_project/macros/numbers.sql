@@ -15,8 +15,13 @@
     {{ to_double(numerator) }} / nullif({{ denominator }}, 0)
 {%- endmacro %}
 
-{# Integers 0 .. 10^digits - 1 from cross-joined digits: a portable series. #}
+{# Integers 0 .. 10^digits - 1 as column n. #}
 {% macro integers_below_power_of_ten(digits) -%}
+    {{ return(adapter.dispatch('integers_below_power_of_ten', 'retention')(digits)) }}
+{%- endmacro %}
+
+{# Cross-joined digits: a series in plain SQL. #}
+{% macro default__integers_below_power_of_ten(digits) -%}
     select
         {% for i in range(digits) -%}
         d{{ i }}.digit * {{ 10 ** i }}{{ " + " if not loop.last }}
@@ -29,4 +34,10 @@
             union all select 8 union all select 9
         ) as d{{ i }}{{ "," if not loop.last }}
         {% endfor %}
+{%- endmacro %}
+
+{# Spark joins the digits with one nested-loop join per digit; its range() generates
+   the series in one step. #}
+{% macro spark__integers_below_power_of_ten(digits) -%}
+    select id as n from range({{ 10 ** digits }})
 {%- endmacro %}
