@@ -26,7 +26,12 @@ from retention_pipeline.lib.clv.predict import (
     month_length,
     monthly_forecast,
 )
-from retention_pipeline.lib.clv.summary import DAYS_PER_UNIT, customer_summary, monthly_activity
+from retention_pipeline.lib.clv.summary import (
+    DAYS_PER_UNIT,
+    SUMMARY_SCHEMA,
+    customer_summary,
+    monthly_activity,
+)
 from retention_pipeline.lib.config import ClvConfig
 
 FORECAST_MONTHS = 12
@@ -231,16 +236,7 @@ def _checked(model, result: FitResult, summary: pl.DataFrame, config: ClvConfig)
 
 def _no_customers(config: ClvConfig, previous: pl.DataFrame | None, as_of: date) -> ClvRun:
     """Nothing to fit: empty tables (the previous parameters stay), and no rejected fit."""
-    empty_summary = pl.DataFrame(
-        schema={
-            "customer_id": pl.String,
-            "first_purchase_date": pl.Date,
-            "frequency": pl.Float64,
-            "recency": pl.Float64,
-            "age": pl.Float64,
-            "monetary_value": pl.Float64,
-        }
-    )
+    empty_summary = pl.DataFrame(schema=SUMMARY_SCHEMA)
     params = previous if previous is not None else _empty(PARAMS_SCHEMA)
     forecast = _empty_forecast(as_of).clear()
     backtest = backtest_errors(forecast, pl.DataFrame(), as_of)
