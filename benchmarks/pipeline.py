@@ -538,15 +538,17 @@ def main() -> None:
     )
     print(f"fixed overhead (full build of {TINY_SHOP_ORDERS:,} orders): {fixed:.1f} s")
     sizes = [*args.orders, *([HUNDRED_MILLION] if args.include_100m else [])]
-    results = {orders: _measure(orders, args.repeats) for orders in sizes}
     print(
         "| orders | runs | floor (s) | full build (s) | (build - fixed) / floor "
         "| within 2x floor + fixed | nightly (s) | nightly / full | peak RSS (GiB) "
         "| CLV fit (s) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for orders, result in results.items():
-        _print_size(orders, result, fixed)
+    results = {}
+    for orders in sizes:
+        # Each size's row as soon as it is measured: a 100M run takes long.
+        results[orders] = _measure(orders, args.repeats)
+        _print_size(orders, results[orders], fixed)
     for orders, result in results.items():
         _print_profile(orders, result["builds"], "full build")
         _print_profile(orders, result["nights"], "nightly run")
