@@ -43,6 +43,8 @@ format: install
 	$(BIN)/ruff check --fix .
 	cd dbt_project && RETENTION_DUCKDB_PATH=:memory: ../$(BIN)/sqlfluff fix models tests --processes 2
 
+# The benchmark of record at 1M and 10M orders; add 100M with
+# .venv/bin/python -m benchmarks.pipeline --include-100m
 bench: install
 	$(BIN)/python -m benchmarks.pipeline
 

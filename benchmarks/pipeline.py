@@ -1,14 +1,23 @@
-"""The whole pipeline against the engine floor, on generated orders.
+"""The benchmark of record: the whole pipeline against the engine floor, on generated orders.
 
-The floor is one DuckDB query computing the monthly cohort counts from the same Parquet
-file, timed in the same run, so the ratio survives a noisy machine. The fixed overhead
-(process and dbt start-up, one step per node) is the pipeline's time on a tiny shop, also
-timed in the same run; the target is pipeline <= 3 x floor + fixed, with fixed < 30 s.
-Then it extracts a 5M-row PostgreSQL table (a database source, read whole) and reports its
-peak memory, which must stay under 1 GiB: extraction streams in batches.
+For each size (1M and 10M orders by default, 100M with --include-100m), in the same run and
+interleaved so all see the same noise:
+
+- the engine floor: the fewest DuckDB statements computing SPEC's headline tables
+  cohort_retention and retention_rates (activity base) from the same Parquet file;
+- the full build: `retention-pipeline run` on a new warehouse, with the wall time and peak
+  memory of each Dagster step (times from the run's event log, memory sampled from the run's
+  process tree) and dbt's time per model;
+- the nightly run: one new day of orders beside the history, then what the schedule runs;
+- the CLV fit (benchmarks/clv.py's) on the summary of the built history.
+
+The fixed overhead (process and dbt start-up, one step per node) is the full build of a tiny
+shop. Targets: full build <= 2 x floor + fixed; nightly < 5% of the full build; at 100M under
+10 minutes and 8 GiB. Then it extracts a 5M-row PostgreSQL table (a database source, read
+whole) and reports its peak memory, which must stay under 1 GiB: extraction streams.
 Usage:
 
-    python -m benchmarks.pipeline [--orders 1000000 10000000] [--repeats 3]
+    python -m benchmarks.pipeline [--orders 1000000 10000000] [--include-100m] [--repeats 3]
     python -m benchmarks.pipeline --db-extract-only [--db-rows 5000000]
     python -m benchmarks.pipeline --clv [--customers 1000000]   # the CLV fit alone
 """
@@ -18,16 +27,25 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
 import duckdb
+import polars as pl
+import psutil
 import yaml
+from dagster._core.instance.ref import InstanceRef
 
+from benchmarks import clv
+from retention_pipeline.lib.clv.summary import customer_summary
 from retention_pipeline.lib.generate import GENERATED_COLUMNS, generate_orders, write_orders
 
 # The PostgreSQL database of the extraction benchmark, and its table (made once, kept).
@@ -57,31 +75,167 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "data" / "bench"
 ORDERS_PER_CUSTOMER = 3.1  # what the generator yields on average
 TINY_SHOP_ORDERS = 1_000
+HUNDRED_MILLION = 100_000_000
+SAMPLE_SECONDS = 0.2  # how often the run's process tree is measured
+SLOWEST_SHOWN = 8  # dbt models listed per size
+# The nightly run of one day, in a process of its own, as the schedule would start it.
+NIGHTLY_SCRIPT = """
+import sys
+from datetime import date
+from pathlib import Path
+from retention_pipeline.lib.runner import run_nightly
+sys.exit(0 if run_nightly(Path(sys.argv[1]), date.fromisoformat(sys.argv[2])).success else 1)
+"""
 
-FLOOR_QUERY = """
-with orders as (
+# The engine floor: the fewest DuckDB statements computing SPEC's headline tables
+# cohort_retention (day, week, month, quarter) and retention_rates (activity base; week,
+# month, quarter, year) with the pipeline's definitions, from the same Parquet file.
+FLOOR_QUERIES = (
+    """
+create temp table customer_periods as
+with versions as (
     select
         customer_id,
-        cast(cast(ordered_at as timestamp) as date) as order_date
+        try_cast(ordered_at as timestamp) as ordered_at,
+        lower(status) as status,
+        try_cast(amount as decimal(18, 2))
+            - coalesce(try_cast(refunded_amount as decimal(18, 2)), 0) as net_amount
     from read_parquet($path)
-    where customer_id <> ''
-        and lower(status) not in ('cancelled', 'canceled', 'failed', 'voided', 'fraud', 'test')
-        and try_cast(amount as double) - coalesce(try_cast(refunded_amount as double), 0) > 0
-        and try_cast(ordered_at as timestamp) is not null
+    where customer_id <> '' and order_id <> ''
+    -- the newest version of a repeated order id wins
+    qualify row_number() over (partition by order_id order by updated_at desc) = 1
 ),
-cohorts as (
-    select customer_id, date_trunc('month', min(order_date)) as cohort_month
-    from orders group by customer_id
+valid_orders as (
+    select customer_id, cast(ordered_at as date) as order_date, net_amount
+    from versions
+    -- orders dated in the future are quarantined, as the pipeline does
+    where ordered_at <= cast(now() as timestamp) and net_amount > 0
+        and status not in ('cancelled', 'canceled', 'failed', 'voided', 'fraud', 'test')
 )
-select cohorts.cohort_month, date_trunc('month', orders.order_date) as period_month,
-    count(distinct orders.customer_id) as customers
-from orders inner join cohorts on orders.customer_id = cohorts.customer_id
-group by 1, 2
-"""
+select
+    grains.grain,
+    grains.step,
+    valid_orders.customer_id,
+    cast(date_trunc(grains.grain, valid_orders.order_date) as date) as period_start,
+    sum(valid_orders.net_amount) as net_revenue
+from valid_orders
+cross join (values
+    ('day', interval 1 day), ('week', interval 7 day), ('month', interval 1 month),
+    ('quarter', interval 3 month), ('year', interval 1 year)) as grains (grain, step)
+group by all
+""",
+    """
+create temp table cohort_retention as
+with as_of as (select max(period_start) as as_of_date from customer_periods where grain = 'day'),
+activity as (
+    select
+        grain, step, customer_id, period_start, net_revenue,
+        min(period_start) over (partition by grain, customer_id) as cohort_start
+    from customer_periods
+    where grain <> 'year'
+),
+cells as (
+    select grain, step, cohort_start, period_start,
+        count(*) as active_customers, sum(net_revenue) as net_revenue
+    from activity
+    group by all
+),
+grid as (
+    select cells.grain, cells.cohort_start, cells.active_customers as cohort_customers,
+        cells.step, cast(unnest(generate_series(cast(cells.cohort_start as timestamp),
+            cast(as_of.as_of_date as timestamp), cells.step)) as date) as period_start
+    from cells
+    cross join as_of
+    where cells.period_start = cells.cohort_start
+),
+final as (
+    select
+        grid.grain, grid.cohort_start,
+        date_diff(grid.grain, grid.cohort_start, grid.period_start) as period_number,
+        grid.period_start, grid.cohort_customers,
+        coalesce(cells.active_customers, 0) as active_customers,
+        coalesce(cells.active_customers, 0) / grid.cohort_customers as retention_rate,
+        coalesce(cells.net_revenue, 0) as net_revenue,
+        sum(coalesce(cells.net_revenue, 0)) over (partition by grid.grain, grid.cohort_start
+            order by grid.period_start) as cumulative_net_revenue,
+        cumulative_net_revenue / grid.cohort_customers as cumulative_revenue_per_customer,
+        grid.period_start + grid.step - interval 1 day <= as_of.as_of_date as is_complete
+    from grid
+    cross join as_of
+    left join cells
+        on grid.grain = cells.grain and grid.cohort_start = cells.cohort_start
+        and grid.period_start = cells.period_start
+)
+select * from final
+""",
+    """
+create temp table retention_rates as
+with as_of as (select max(period_start) as as_of_date from customer_periods where grain = 'day'),
+activity as (
+    select
+        customer_periods.grain, customer_periods.period_start, customer_periods.step,
+        customer_periods.period_start = min(customer_periods.period_start)
+            over (partition by customer_periods.grain, customer_periods.customer_id) as is_new,
+        lag(customer_periods.period_start) over customer_history
+            = customer_periods.period_start - customer_periods.step as is_retained,
+        coalesce(lead(customer_periods.period_start) over customer_history
+            > customer_periods.period_start + customer_periods.step, true) as churns_next
+    from customer_periods
+    where customer_periods.grain <> 'day'
+    window customer_history as (partition by customer_periods.grain,
+        customer_periods.customer_id order by customer_periods.period_start)
+),
+ends as (
+    select grain, period_start, any_value(step) as step, count(*) as customers_end,
+        count(*) filter (is_new) as new_customers,
+        count(*) filter (is_retained) as retained_customers
+    from activity
+    group by all
+),
+churn as (
+    -- customers of a period with no order in the next one churn in the next one
+    select grain, cast(period_start + step as date) as period_start,
+        count(*) as churned_customers
+    from activity
+    where churns_next
+    group by all
+),
+final as (
+    select
+        ends.grain, ends.period_start, 'activity' as base,
+        ends.retained_customers + coalesce(churn.churned_customers, 0) as customers_start,
+        ends.customers_end, ends.new_customers, ends.retained_customers,
+        ends.customers_end - ends.new_customers - ends.retained_customers
+            as reactivated_customers,
+        coalesce(churn.churned_customers, 0) as churned_customers,
+        (ends.customers_end - ends.new_customers) / nullif(customers_start, 0) as crr,
+        ends.retained_customers / nullif(customers_start, 0) as retention_rate,
+        coalesce(churn.churned_customers, 0) / nullif(customers_start, 0) as churn_rate,
+        ends.period_start + ends.step - interval 1 day <= as_of.as_of_date as is_complete
+    from ends
+    cross join as_of
+    left join churn on ends.grain = churn.grain and ends.period_start = churn.period_start
+)
+select * from final
+""",
+)
+
+
+@dataclass
+class Run:
+    """One profiled pipeline run: its wall time, its process tree's peak resident memory,
+    and per Dagster step the seconds (from the run's event log) and the peak memory."""
+
+    seconds: float
+    peak_gib: float
+    steps: dict[str, tuple[float, float]]
+    dbt_models: dict[str, float]
 
 
 def _dataset(orders: int) -> Path:
-    path = WORK / f"orders-{orders}.parquet"
+    """The generated history of `orders` orders, in a folder the config reads as a glob, so
+    that the nightly benchmark can add a day's file beside it."""
+    path = WORK / f"orders-{orders}" / "history.parquet"
     if not path.exists():
         frame = generate_orders(customers=round(orders / ORDERS_PER_CUSTOMER), seed=7)
         write_orders(frame, path)
@@ -92,7 +246,7 @@ def _config(orders: int, data: Path) -> Path:
     config = {
         "source": {
             "type": "file",
-            "path": data.name,
+            "path": f"{data.parent.name}/*.parquet",
             # Every order column but the email, which would need RETENTION_PII_KEY.
             "columns": {c: c for c in GENERATED_COLUMNS if c != "customer_email"},
         },
@@ -104,40 +258,198 @@ def _config(orders: int, data: Path) -> Path:
     return path
 
 
+def _next_day(data: Path) -> date:
+    """Writes one new day of orders beside the history: the history's last day again, a day
+    later, under new order ids (so a repeat buyer mix like a real night's). Returns it."""
+    history = pl.scan_parquet(data)
+    ordered_at = pl.col("ordered_at").str.to_datetime(strict=False)
+    # The generator's bad rows include orders dated in the future; they are no day of history.
+    last = history.select(ordered_at.filter(ordered_at < datetime.now()).max()).collect()
+    last_day = last.item().date()
+    day = last_day + timedelta(days=1)
+    shifted = [
+        (pl.col(c).str.to_datetime(strict=False) + timedelta(days=1)).dt.to_string(
+            "%Y-%m-%d %H:%M:%S"
+        )
+        for c in ("ordered_at", "updated_at")
+    ]
+    orders = (
+        history.filter(pl.col("ordered_at").str.starts_with(last_day.isoformat()))
+        .with_columns(*shifted, order_id=pl.lit("N") + pl.col("order_id"))
+        .collect()
+    )
+    write_orders(orders, data.with_name("next-day.parquet"))
+    return day
+
+
 def _floor_seconds(data: Path) -> float:
     con = duckdb.connect()
     con.execute("set enable_progress_bar = false")
     started = time.perf_counter()
-    con.execute(FLOOR_QUERY, {"path": str(data)}).fetchall()
+    for query in FLOOR_QUERIES:
+        con.execute(query, {"path": str(data)} if "$path" in query else None)
     elapsed = time.perf_counter() - started
     con.close()
     return elapsed
 
 
-def _pipeline_seconds(config: Path) -> float:
-    (WORK / config.name.replace("config-", "warehouse-").replace(".yaml", ".duckdb")).unlink(
-        missing_ok=True
-    )
+def _profiled(command: list[str], dagster_home: Path) -> Run:
+    """Runs `command` (one Dagster run) and profiles it: the resident memory of its process
+    tree (the run process and dbt's) is sampled in a thread, and each sample is attributed
+    to the step running then; steps run one at a time in an in-process run."""
+    samples: list[tuple[float, int]] = []
     started = time.perf_counter()
-    subprocess.run(
-        [str(Path(sys.executable).parent / "retention-pipeline"), "run", "--config", str(config)],
-        check=True,
+    process = subprocess.Popen(
+        command,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "DAGSTER_HOME": ""},
+        env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
     )
-    return time.perf_counter() - started
+    sampler = threading.Thread(target=_sample_memory, args=(process, samples), daemon=True)
+    sampler.start()
+    if process.wait() != 0:
+        raise RuntimeError(f"{' '.join(command)} failed (exit {process.returncode})")
+    seconds = time.perf_counter() - started
+    sampler.join()
+    steps, dbt_models = _step_profile(dagster_home, samples)
+    peak = max((rss for _, rss in samples), default=0) / 2**30
+    return Run(seconds, peak, steps, dbt_models)
 
 
-def _medians(orders: int, repeats: int) -> tuple[float, float]:
-    """Median floor and pipeline seconds, runs interleaved so both see the same noise."""
+def _sample_memory(process: subprocess.Popen, samples: list[tuple[float, int]]) -> None:
+    root = psutil.Process(process.pid)
+    while process.poll() is None:
+        rss = 0
+        try:
+            for member in [root, *root.children(recursive=True)]:
+                rss += member.memory_info().rss
+        except psutil.Error:  # a process ended while being measured
+            pass
+        samples.append((time.time(), rss))
+        time.sleep(SAMPLE_SECONDS)
+
+
+def _step_profile(
+    dagster_home: Path, samples: list[tuple[float, int]]
+) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+    """Per step of the home's latest run: (seconds, peak GiB), from the step start and
+    success events; per dbt model: dbt's execution time, from its materialization event."""
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home)))
+    run = instance.get_runs(limit=1)[0]
+    kinds = {
+        dg.DagsterEventType.STEP_START,
+        dg.DagsterEventType.STEP_SUCCESS,
+        dg.DagsterEventType.ASSET_MATERIALIZATION,
+    }
+    starts, steps, dbt_models = {}, {}, {}
+    for entry in instance.all_logs(run.run_id, of_type=kinds):
+        kind = entry.dagster_event.event_type
+        if kind == dg.DagsterEventType.STEP_START:
+            starts[entry.step_key] = entry.timestamp
+        elif kind == dg.DagsterEventType.STEP_SUCCESS:
+            began = starts[entry.step_key]
+            during = [rss for at, rss in samples if began <= at <= entry.timestamp]
+            steps[entry.step_key] = (entry.timestamp - began, max(during, default=0) / 2**30)
+        elif duration := entry.asset_materialization.metadata.get("Execution Duration"):
+            dbt_models[entry.asset_materialization.asset_key.to_user_string()] = duration.value
+    instance.dispose()
+    return steps, dbt_models
+
+
+def _fresh_home(orders: int) -> Path:
+    """An empty Dagster instance folder, so the run's event log can be read afterwards."""
+    home = WORK / f"dagster-{orders}"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def _full_build(orders: int, config: Path) -> Run:
+    (WORK / f"warehouse-{orders}.duckdb").unlink(missing_ok=True)
+    command = [str(Path(sys.executable).parent / "retention-pipeline"), "run", "--config"]
+    return _profiled([*command, str(config)], _fresh_home(orders))
+
+
+def _nightly(orders: int, config: Path, data: Path) -> Run:
+    """After a full build: one new day of orders, and what the nightly schedule runs."""
+    day = _next_day(data)
+    try:
+        command = [sys.executable, "-c", NIGHTLY_SCRIPT, str(config), day.isoformat()]
+        return _profiled(command, WORK / f"dagster-{orders}")
+    finally:
+        data.with_name("next-day.parquet").unlink()
+
+
+def _clv_fit_seconds(orders: int, repeats: int) -> float:
+    """Our BG/NBD + Gamma-Gamma fit (benchmarks/clv.py's) on the built history's summary."""
+    with duckdb.connect(str(WORK / f"warehouse-{orders}.duckdb"), read_only=True) as con:
+        history = con.sql(
+            "select customer_id, order_date, cast(net_amount as double) as net_amount "
+            "from main.fct_orders"
+        ).pl()
+    summary = customer_summary(history, history["order_date"].max(), "week")
+    arrays = [summary[c].to_numpy() for c in ("frequency", "recency", "age", "monetary_value")]
+    seconds, _ = clv.timed(clv.fit_ours, *arrays, repeats=repeats)
+    return seconds
+
+
+def _measure(orders: int, repeats: int, nightly: bool = True) -> dict:
+    """Medians of `repeats` interleaved floor, full-build and nightly runs (the same noise
+    for all three), the per-step profile of each, and the CLV fit on the same history."""
     data = _dataset(orders)
     config = _config(orders, data)
-    floors, runs = [], []
+    floors, builds, nights = [], [], []
     for _ in range(repeats):
         floors.append(_floor_seconds(data))
-        runs.append(_pipeline_seconds(config))
-    return statistics.median(floors), statistics.median(runs)
+        builds.append(_full_build(orders, config))
+        if nightly:
+            nights.append(_nightly(orders, config, data))
+    return {
+        "floor": statistics.median(floors),
+        "builds": builds,
+        "nights": nights,
+        "clv": _clv_fit_seconds(orders, repeats) if nightly else None,
+    }
+
+
+def _median_steps(runs: list[Run]) -> dict[str, tuple[float, float]]:
+    """Per step: the median seconds and the largest peak over the runs."""
+    return {
+        step: (
+            statistics.median(run.steps[step][0] for run in runs),
+            max(run.steps[step][1] for run in runs),
+        )
+        for step in runs[0].steps
+    }
+
+
+def _print_size(orders: int, result: dict, fixed: float) -> None:
+    builds, nights, floor = result["builds"], result["nights"], result["floor"]
+    build = statistics.median(run.seconds for run in builds)
+    night = statistics.median(run.seconds for run in nights)
+    peak = max(run.peak_gib for run in builds + nights)
+    within = "yes" if build <= 2 * floor + fixed else "no"
+    ratio = (build - fixed) / floor
+    print(
+        f"| {orders:,} | {len(builds)} | {floor:.2f} | {build:.1f} | {ratio:.1f}x | {within} "
+        f"| {night:.1f} | {night / build:.1%} | {peak:.2f} | {result['clv']:.2f} |"
+    )
+
+
+def _print_profile(orders: int, runs: list[Run], kind: str) -> None:
+    print(f"\n{kind} at {orders:,} orders, per Dagster step (median s, peak GiB of the tree):")
+    print("| step | seconds | peak RSS (GiB) |\n|---|---|---|")
+    for step, (seconds, peak) in sorted(_median_steps(runs).items(), key=lambda s: -s[1][0]):
+        print(f"| {step} | {seconds:.1f} | {peak:.2f} |")
+    models = {
+        model: statistics.median(run.dbt_models.get(model, 0.0) for run in runs)
+        for model in runs[0].dbt_models
+    }
+    print(f"slowest dbt models ({kind}, dbt's execution time, median s, two threads):")
+    print("| model | seconds |\n|---|---|")
+    for model, seconds in sorted(models.items(), key=lambda m: -m[1])[:SLOWEST_SHOWN]:
+        print(f"| {model} | {seconds:.1f} |")
 
 
 def _db_table(rows: int) -> str:
@@ -192,6 +504,9 @@ def _db_extract(rows: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--orders", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument(
+        "--include-100m", action="store_true", help="also 100M orders (tens of minutes)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--db-rows", type=int, default=DB_ROWS)
     parser.add_argument(
@@ -201,36 +516,51 @@ def main() -> None:
         "--clv", action="store_true", help="only the CLV benchmark (benchmarks/clv.py)"
     )
     parser.add_argument("--no-clv", action="store_true", help="leave the CLV benchmark out")
+    parser.add_argument("--no-db", action="store_true", help="leave the database extraction out")
     args, rest = parser.parse_known_args()
     if not args.no_clv and not args.db_extract_only:
-        from benchmarks import clv
-
         sys.argv = [sys.argv[0], *rest]
         clv.main()
         if args.clv:
             return
     WORK.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    memory = psutil.virtual_memory().total / 2**30
+    load = os.getloadavg()[0]
+    print(
+        f"machine: {_cpu_model()}, {os.cpu_count()} cores, {memory:.0f} GiB, "
+        f"load average {load:.1f} at start"
+    )
     if args.db_extract_only:
         _db_extract(args.db_rows)
         return
-    _, fixed = _medians(TINY_SHOP_ORDERS, args.repeats)
-    print(f"fixed overhead (pipeline on {TINY_SHOP_ORDERS:,} orders): {fixed:.1f} s")
-    print(
-        "| orders | floor median (s) | pipeline median (s) | (pipeline - fixed) / floor "
-        "| within 3x floor + fixed | peak RSS (GiB) |"
+    fixed = statistics.median(
+        run.seconds for run in _measure(TINY_SHOP_ORDERS, args.repeats, nightly=False)["builds"]
     )
-    print("|---|---|---|---|---|---|")
-    for orders in args.orders:
-        floor, run = _medians(orders, args.repeats)
-        # ru_maxrss of waited-for children: the largest single process so far (KiB on Linux).
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-        within = "yes" if run <= 3 * floor + fixed else "no"
-        print(
-            f"| {orders:,} | {floor:.2f} | {run:.1f} | {(run - fixed) / floor:.1f}x "
-            f"| {within} | {peak:.2f} |"
-        )
-    _db_extract(args.db_rows)
+    print(f"fixed overhead (full build of {TINY_SHOP_ORDERS:,} orders): {fixed:.1f} s")
+    sizes = [*args.orders, *([HUNDRED_MILLION] if args.include_100m else [])]
+    print(
+        "| orders | runs | floor (s) | full build (s) | (build - fixed) / floor "
+        "| within 2x floor + fixed | nightly (s) | nightly / full | peak RSS (GiB) "
+        "| CLV fit (s) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    results = {}
+    for orders in sizes:
+        # Each size's row as soon as it is measured: a 100M run takes long.
+        results[orders] = _measure(orders, args.repeats)
+        _print_size(orders, results[orders], fixed)
+    for orders, result in results.items():
+        _print_profile(orders, result["builds"], "full build")
+        _print_profile(orders, result["nights"], "nightly run")
+    if not args.no_db:
+        _db_extract(args.db_rows)
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

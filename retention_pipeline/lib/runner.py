@@ -49,11 +49,9 @@ def run_pipeline(
         if last is None or as_of.isoformat() > last:
             raise ConfigError(f"--as-of {as_of} is not a complete day yet (the last is {last})")
         last = as_of.isoformat()
-    from retention_pipeline.definitions import defs
-    from retention_pipeline.defs.automation.schedules import NIGHTLY_JOB
     from retention_pipeline.defs.transformation.assets import dbt_ops_config
 
-    job = defs().resolve_job_def(NIGHTLY_JOB)
+    job = _nightly_job()
     run_config = {
         "ops": {
             "raw_orders": {"config": {"full_history": True, "full_resync": full_resync}},
@@ -62,7 +60,34 @@ def run_pipeline(
     }
     # One partition, the last day, with the whole history behind it: a range of thousands
     # of daily partitions would only add bookkeeping.
+    return _execute(job, config, run_config, last, as_of)
+
+
+def run_nightly(config_path: Path, day: date) -> RunOutcome:
+    """What the nightly schedule runs for `day`, in-process (the benchmark times it)."""
+    os.environ[CONFIG_ENV_VAR] = str(Path(config_path).resolve())
+    from retention_pipeline.defs.automation.schedules import nightly_run_config
+
+    job = _nightly_job()
+    run_config = nightly_run_config(job, day.isoformat())
+    return _execute(job, active_config(), run_config, day.isoformat(), day)
+
+
+def _nightly_job() -> dg.JobDefinition:
+    from retention_pipeline.definitions import defs
+    from retention_pipeline.defs.automation.schedules import NIGHTLY_JOB
+
+    return defs().resolve_job_def(NIGHTLY_JOB)
+
+
+def _execute(
+    job: dg.JobDefinition,
+    config: PipelineConfig,
+    run_config: dict,
+    partition: str,
+    as_of: date | None,
+) -> RunOutcome:
     result = job.execute_in_process(
-        run_config=run_config, instance=_instance(), partition_key=last, raise_on_error=False
+        run_config=run_config, instance=_instance(), partition_key=partition, raise_on_error=False
     )
-    return RunOutcome(config, last, as_of, result.success)
+    return RunOutcome(config, partition, as_of, result.success)

@@ -31,6 +31,7 @@ from retention_pipeline.lib.quarantine import LoadBatch, LoadWindow
 
 RAW_SCHEMA = "raw"
 PII_KEY_ENV = "RETENTION_PII_KEY"
+DUCKDB_MEMORY_LIMIT_ENV = "RETENTION_DUCKDB_MEMORY_LIMIT"
 
 
 def raw_ddl(raw: str) -> str:
@@ -118,10 +119,15 @@ class LoadResult:
         return self.rows_read == self.rows_loaded + self.rows_rejected + self.rows_deduplicated
 
 
+def memory_limit() -> str:
+    """DuckDB's memory bound, past which it spills to disk; the same as dbt's profile."""
+    return os.environ.get(DUCKDB_MEMORY_LIMIT_ENV, "6GB")
+
+
 @contextmanager
 def connect(path: Path, read_only: bool = False):
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+    con = duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit()})
     try:
         yield con
     finally:

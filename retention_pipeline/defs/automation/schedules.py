@@ -8,6 +8,18 @@ from retention_pipeline.lib.settings import active_config, daily_partitions
 
 NIGHTLY_JOB = "retention_nightly"
 
+
+def nightly_run_config(job: dg.JobDefinition, day: str) -> dict:
+    """What a night runs for `day`: its orders and the configured lookback of earlier days,
+    then every dbt model as of that day."""
+    return {
+        "ops": {
+            "raw_orders": {"config": {"lookback_days": active_config().schedule.lookback_days}},
+            **dbt_ops_config(job, day),
+        }
+    }
+
+
 retention_job = dg.define_asset_job(
     NIGHTLY_JOB,
     selection=dg.AssetSelection.all(),
@@ -30,16 +42,8 @@ def _nightly_cron() -> str:
     description="Every night: yesterday's partition (reporting timezone) and all downstream.",
 )
 def nightly_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    config = active_config()
-    scheduled = context.scheduled_execution_time.astimezone(ZoneInfo(config.reporting_timezone))
+    timezone = ZoneInfo(active_config().reporting_timezone)
+    scheduled = context.scheduled_execution_time.astimezone(timezone)
     yesterday = (scheduled - timedelta(days=1)).date().isoformat()
     job = context.repository_def.get_job(NIGHTLY_JOB)
-    return dg.RunRequest(
-        partition_key=yesterday,
-        run_config={
-            "ops": {
-                "raw_orders": {"config": {"lookback_days": config.schedule.lookback_days}},
-                **dbt_ops_config(job, yesterday),
-            }
-        },
-    )
+    return dg.RunRequest(partition_key=yesterday, run_config=nightly_run_config(job, yesterday))
