@@ -487,3 +487,12 @@ def test_loaded_at_and_rejected_at_are_utc_now(tmp_path):
     for table, column in (("orders", "loaded_at"), ("rejected_orders", "rejected_at")):
         stamps = _table(tmp_path, table, drop=())[column]
         assert stamps.min() >= before and stamps.max() <= after
+
+
+def test_duckdb_memory_limit_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(warehouse.DUCKDB_MEMORY_LIMIT_ENV, "512MiB")
+    with connect(tmp_path / "w.duckdb") as con:
+        assert con.execute("select current_setting('memory_limit')").fetchall() == [("512.0 MiB",)]
+    monkeypatch.setenv(warehouse.DUCKDB_MEMORY_LIMIT_ENV, "1GB'; drop table x; --")
+    with pytest.raises(ValueError, match="RETENTION_DUCKDB_MEMORY_LIMIT"):
+        warehouse.memory_limit()

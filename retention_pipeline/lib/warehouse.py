@@ -121,13 +121,19 @@ class LoadResult:
 
 def memory_limit() -> str:
     """DuckDB's memory bound, past which it spills to disk; the same as dbt's profile."""
-    return os.environ.get(DUCKDB_MEMORY_LIMIT_ENV, "6GB")
+    limit = os.environ.get(DUCKDB_MEMORY_LIMIT_ENV, "6GB")
+    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", limit):
+        raise ValueError(f"{DUCKDB_MEMORY_LIMIT_ENV}={limit!r} is not a size such as 6GB or 512MiB")
+    return limit
 
 
 @contextmanager
 def connect(path: Path, read_only: bool = False):
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit()})
+    con = duckdb.connect(str(path), read_only=read_only)
+    # A setting, not a connect option: DuckDB refuses a second connection to an open file
+    # with a different configuration.
+    con.execute(f"set memory_limit = '{memory_limit()}'")
     try:
         yield con
     finally:
