@@ -49,13 +49,21 @@ def _relative_decay(k: float | np.ndarray, log_ratio: np.ndarray) -> np.ndarray:
     return np.where(np.abs(k) < 1e-12, log_ratio, -np.expm1(-k * log_ratio) / safe)
 
 
+class _Model:
+    """What the three models share: their parameters by name."""
+
+    @property
+    def params(self) -> dict[str, float]:
+        return asdict(self)
+
+
 # ------------------------------------------------------------------------------------------
 # BG/NBD
 # ------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class BgNbd:
+class BgNbd(_Model):
     """Beta-geometric/NBD (Fader, Hardie & Lee 2005): purchases at Poisson rate λ ~
     Gamma(r, α) while alive; after each repeat purchase the customer drops out with
     probability p ~ Beta(a, b)."""
@@ -67,10 +75,6 @@ class BgNbd:
 
     name = "bg_nbd"
     parameter_names = ("r", "alpha", "a", "b")
-
-    @property
-    def params(self) -> dict[str, float]:
-        return asdict(self)
 
     def _a(self) -> float:
         return self.a + _A_NUDGE if abs(self.a - 1) < _A_NUDGE else self.a
@@ -219,7 +223,7 @@ class BgNbd:
 
 
 @dataclass(frozen=True)
-class ParetoNbd:
+class ParetoNbd(_Model):
     """Pareto/NBD (Schmittlein, Morrison & Colombo 1987): purchases at Poisson rate λ ~
     Gamma(r, α) while alive; an exponential lifetime with rate μ ~ Gamma(s, β)."""
 
@@ -230,10 +234,6 @@ class ParetoNbd:
 
     name = "pareto_nbd"
     parameter_names = ("r", "alpha", "s", "beta")
-
-    @property
-    def params(self) -> dict[str, float]:
-        return asdict(self)
 
     @staticmethod
     def _log_terms(params, x, t_x, T) -> tuple[np.ndarray, np.ndarray]:
@@ -327,7 +327,7 @@ class ParetoNbd:
 
 
 @dataclass(frozen=True)
-class GammaGamma:
+class GammaGamma(_Model):
     """Gamma-Gamma spend model (Fader, Hardie & Lee 2005; Fader & Hardie 2013): each
     purchase's value ~ Gamma(p, ν) around a customer mean, ν ~ Gamma(q, γ) across customers,
     independent of the purchase process. Fitted on the repeat buyers' mean repeat spend."""
@@ -338,10 +338,6 @@ class GammaGamma:
 
     name = "gamma_gamma"
     parameter_names = ("p", "q", "gamma")
-
-    @property
-    def params(self) -> dict[str, float]:
-        return asdict(self)
 
     @property
     def mean_spend(self) -> float:
