@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--full-resync",
         action="store_true",
-        help="database sources: read every row again, not only those changed since the last run",
+        help="read every row of a database source again (not only those changed since the last "
+        "run), and rebuild the incremental models whole",
     )
 
     generate = commands.add_parser("generate", help="write realistic synthetic orders")

@@ -353,17 +353,29 @@ def mart_differences(
     """What differs between every mart of the DuckDB warehouse and the same mart on
     `engine`, as `read_mart(name)` reads it: columns, row counts, or the columns whose
     cells differ (run columns left out, floats to ENGINE_RELATIVE_TOLERANCE)."""
-    problems = []
-    for table in mart_names(duckdb_warehouse):
-        duck = _comparable(read_table(duckdb_warehouse, table))
-        other = _comparable(read_mart(table))
-        if duck.columns != other.columns:
-            problems.append(f"{table}: columns {duck.columns} != {other.columns}")
-        elif duck.height != other.height:
-            problems.append(f"{table}: {duck.height} rows on DuckDB, {other.height} on {engine}")
-        elif differing := _differing_columns(duck, other):
-            problems.append(f"{table}: columns {differing} differ")
-    return problems
+    return [
+        problem
+        for table in mart_names(duckdb_warehouse)
+        if (
+            problem := table_differences(
+                table, read_table(duckdb_warehouse, table), read_mart(table), engine
+            )
+        )
+    ]
+
+
+def table_differences(
+    table: str, expected: pl.DataFrame, actual: pl.DataFrame, engine: str = "the other"
+) -> str | None:
+    """What differs between two versions of `table` (see mart_differences), or None."""
+    expected, actual = _comparable(expected), _comparable(actual)
+    if expected.columns != actual.columns:
+        return f"{table}: columns {expected.columns} != {actual.columns}"
+    if expected.height != actual.height:
+        return f"{table}: {expected.height} rows on DuckDB, {actual.height} on {engine}"
+    if differing := _differing_columns(expected, actual):
+        return f"{table}: columns {differing} differ"
+    return None
 
 
 def _comparable(frame: pl.DataFrame) -> pl.DataFrame:

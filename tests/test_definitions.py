@@ -149,6 +149,8 @@ def test_the_nightly_job_runs_the_dbt_models_before_and_after_the_clv_models(def
     steps = dbt_ops_config(job, "2025-01-31")
     assert sorted(steps) == ["retention_dbt_models", "retention_dbt_models_2"]
     assert {step["config"]["as_of"] for step in steps.values()} == {"2025-01-31"}
+    refreshed = dbt_ops_config(job, None, full_refresh=True)
+    assert {step["config"]["full_refresh"] for step in refreshed.values()} == {True}
     assert "clv_models" in job.graph.node_names()
 
 

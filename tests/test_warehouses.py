@@ -258,7 +258,7 @@ def _unbalanced_load_audit(warehouses: Warehouses, pg) -> None:
     row = (
         "values ('corrupted', 999, 'orders', null, date '2025-01-01', "
         "timestamp '2025-01-01 00:00:00', timestamp '2025-01-01 00:00:00', 10, 1, 0, 0, "
-        "'succeeded', null)"
+        "'succeeded', null, 'orders')"
     )
     with duckdb.connect(str(warehouses.duckdb)) as con:
         con.execute(f"insert into raw.load_audit {row}")

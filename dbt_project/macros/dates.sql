@@ -17,7 +17,6 @@
     {%- endif -%}
 {%- endmacro %}
 
-{# The run's as-of date: the `as_of` var, else the newest valid order's date. #}
-{% macro as_of_date_literal() -%}
-    {%- if var('as_of') -%} cast('{{ var("as_of") }}' as date) {%- else -%} null {%- endif -%}
+{% macro date_literal(value) -%}
+    cast('{{ value }}' as date)
 {%- endmacro %}

@@ -33,7 +33,7 @@ def run_pipeline(
 ) -> RunOutcome:
     """Loads every order up to `as_of` (default: the last complete day) and builds all
     tables, as one run of the nightly job. A database source is read from its watermark
-    on, or whole with `full_resync`."""
+    on, or whole with `full_resync`, which also rebuilds the incremental models whole."""
     os.environ[CONFIG_ENV_VAR] = str(Path(config_path).resolve())
     config = active_config()
     if config.source.is_database:
@@ -55,7 +55,7 @@ def run_pipeline(
     run_config = {
         "ops": {
             "raw_orders": {"config": {"full_history": True, "full_resync": full_resync}},
-            **dbt_ops_config(job, as_of.isoformat() if as_of else None),
+            **dbt_ops_config(job, as_of.isoformat() if as_of else None, full_resync),
         }
     }
     # One partition, the last day, with the whole history behind it: a range of thousands

@@ -103,6 +103,8 @@ create table if not exists {raw}.load_audit (
     status varchar not null,
     error varchar
 );
+-- What a load replaced (write_load's `replace`): the incremental models' changes follow it.
+alter table {raw}.load_audit add column if not exists replaced varchar;
 """
 
 
@@ -455,7 +457,7 @@ def write_load(
             f"""
             insert into {raw}.load_audit values (
                 $load_id, $sequence, $source, {first}, $last, $started_at, $finished_at,
-                $read, $loaded, $rejected, $deduplicated, 'succeeded', null)
+                $read, $loaded, $rejected, $deduplicated, 'succeeded', null, $replace)
             """,
             {
                 "load_id": load_id,
@@ -468,6 +470,7 @@ def write_load(
                 "loaded": result.rows_loaded,
                 "rejected": result.rows_rejected,
                 "deduplicated": result.rows_deduplicated,
+                "replace": replace,
             },
         )
         if watermark is not None or replace == "source":

@@ -1,4 +1,15 @@
 -- One row per customer, grain and period in which the customer made a valid order.
+-- Incremental (macros/incremental.sql): a night rebuilds the changed customers.
+{{
+    config(
+        materialized=incremental_materialization(),
+        incremental_strategy='append',
+        on_schema_change='sync_all_columns',
+        pre_hook="{{ delete_rebuilt_rows('customers') }}",
+        post_hook="{{ record_build() }}",
+    )
+}}
+{% set scope = incremental_scope() %}
 {% set grains = ['day', 'week', 'month', 'quarter', 'year'] %}
 
 with
@@ -6,6 +17,9 @@ with
 orders as (
 
     select * from {{ ref('fct_orders') }}
+    {%- if scope is not none %}
+    where {{ rebuilt_rows('customers', scope) }}
+    {%- endif %}
 
 ),
 

@@ -1,4 +1,10 @@
 -- One row: the as-of date of this build (the `as_of` var, else the newest valid order's date).
+{% if var('as_of') %}
+
+select {{ date_literal(var('as_of')) }} as as_of_date
+
+{% else %}
+
 with
 
 orders as (
@@ -9,10 +15,12 @@ orders as (
 
 final as (
 
-    select coalesce({{ as_of_date_literal() }}, max(order_date)) as as_of_date
+    select max(order_date) as as_of_date
     from orders
     where is_valid
 
 )
 
 select * from final
+
+{% endif %}

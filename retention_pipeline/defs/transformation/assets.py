@@ -28,6 +28,9 @@ class RetentionTranslator(DagsterDbtTranslator):
 class DbtBuildConfig(dg.Config):
     as_of: str | None = None
     """Last complete day (YYYY-MM-DD); empty derives it from the newest valid order."""
+    full_refresh: bool = False
+    """Rebuild the incremental models whole instead of applying the changes since their
+    last build (docs/incremental.md)."""
 
 
 def dbt_vars(as_of: str | None) -> dict[str, Any]:
@@ -64,18 +67,23 @@ def retention_dbt_models(
         "unit_test",
         "--vars",
         json.dumps(dbt_vars(config.as_of)),
+        *(["--full-refresh"] if config.full_refresh else []),
     ]
     yield from dbt.cli(args, context=context, target_path=warehouse_target_path()).stream()
 
 
-def dbt_ops_config(job: dg.JobDefinition, as_of: str | None) -> dict[str, Any]:
-    """Run config giving `as_of` to every step of the dbt models in `job`. The CLV assets
-    sit between dbt models (after fct_orders, before customer_ltv and winback_candidates),
-    so Dagster splits the dbt multi-asset into a step before and a step after them
-    (retention_dbt_models, retention_dbt_models_2, ...), all in the same run."""
+def dbt_ops_config(
+    job: dg.JobDefinition, as_of: str | None, full_refresh: bool = False
+) -> dict[str, Any]:
+    """Run config giving `as_of` and `full_refresh` to every step of the dbt models in
+    `job`. The CLV assets sit between dbt models (after fct_orders, before customer_ltv
+    and winback_candidates), so Dagster splits the dbt multi-asset into a step before and
+    a step after them (retention_dbt_models, retention_dbt_models_2, ...), all in the
+    same run."""
     name = retention_dbt_models.op.name
     steps = [n for n in job.graph.node_names() if n == name or n.startswith(f"{name}_")]
-    return {step: {"config": {"as_of": as_of}} for step in sorted(steps)}
+    config = {"as_of": as_of, "full_refresh": full_refresh}
+    return {step: {"config": config} for step in sorted(steps)}
 
 
 def warehouse_target_path() -> Path:

@@ -1,9 +1,24 @@
 -- One row per valid order (a purchase) on or before the as-of date.
+-- Incremental (macros/incremental.sql): a night rebuilds the changed customers' orders.
+{{
+    config(
+        materialized=incremental_materialization(),
+        incremental_strategy='append',
+        on_schema_change='sync_all_columns',
+        pre_hook="{{ delete_rebuilt_rows('customers') }}",
+        post_hook="{{ record_build(signals_whole=true) }}",
+    )
+}}
+{% set scope = incremental_scope() %}
+
 with
 
 orders as (
 
     select * from {{ ref('int_orders__classified') }}
+    {%- if scope is not none %}
+    where {{ rebuilt_rows('customers', scope) }}
+    {%- endif %}
 
 ),
 

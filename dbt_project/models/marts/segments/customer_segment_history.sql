@@ -1,5 +1,22 @@
 -- One row per customer and month, from the customer's first month to the as-of month: RFM,
 -- named segment, tier and lifecycle state at the month's end (or at the as-of date).
+-- Incremental (macros/incremental.sql): a night rebuilds the months from the earliest
+-- change's (or the previous as-of date's), over one month before them for the previous_*
+-- columns; earlier months fold into that month's running totals.
+{{
+    config(
+        materialized=incremental_materialization(),
+        incremental_strategy='append',
+        on_schema_change='sync_all_columns',
+        pre_hook="{{ delete_rebuilt_rows('months') }}",
+        post_hook="{{ record_build() }}",
+    )
+}}
+{% set scope = incremental_scope() %}
+{% if scope is not none %}
+    {% set first_rebuilt_month = first_rebuilt_month(scope) %}
+    {% set first_computed_month = period_start('month', add_days(first_rebuilt_month, -1)) %}
+{% endif %}
 {% set window_days = var('active_window_days') %}
 {% set at_risk_days = var('at_risk_days') or (window_days // 2) %}
 
@@ -20,6 +37,9 @@ customers as (
 calendar as (
 
     select * from {{ ref('int_calendar__periods') }}
+    {%- if scope is not none %}
+    where period_start >= {{ first_computed_month }}
+    {%- endif %}
 
 ),
 
@@ -50,16 +70,20 @@ order_day_gaps as (
 
 ),
 
+{% set order_month = period_start('month', 'order_date') %}
+{% if scope is not none %}
+    {% set order_month = 'greatest(' ~ order_month ~ ', ' ~ first_computed_month ~ ')' %}
+{% endif %}
 customer_months as (
 
     select
         customer_id,
-        {{ period_start('month', 'order_date') }} as snapshot_month,
+        {{ order_month }} as snapshot_month,
         sum(valid_orders) as valid_orders,
         sum(net_revenue) as net_revenue,
         max(order_date) as last_order_date
     from order_days
-    group by customer_id, {{ period_start('month', 'order_date') }}
+    group by customer_id, {{ order_month }}
 
 ),
 
@@ -205,17 +229,24 @@ final as (
         is_complete
     from scored
 
+),
+
+with_previous as (
+
+    select
+        final.*,
+        lag(final.rfm_segment) over (
+            partition by final.customer_id order by final.snapshot_month
+        ) as previous_rfm_segment,
+        lag(final.tier) over (
+            partition by final.customer_id order by final.snapshot_month
+        ) as previous_tier,
+        lag(final.lifecycle_state) over (
+            partition by final.customer_id order by final.snapshot_month
+        ) as previous_lifecycle_state
+    from final
+
 )
 
-select
-    final.*,
-    lag(final.rfm_segment) over (
-        partition by final.customer_id order by final.snapshot_month
-    ) as previous_rfm_segment,
-    lag(final.tier) over (
-        partition by final.customer_id order by final.snapshot_month
-    ) as previous_tier,
-    lag(final.lifecycle_state) over (
-        partition by final.customer_id order by final.snapshot_month
-    ) as previous_lifecycle_state
-from final
+select * from with_previous
+{% if scope is not none %} where snapshot_month >= {{ first_rebuilt_month }} {% endif %}

@@ -1,0 +1,218 @@
+{# Incremental nights (docs/incremental.md). A few heavy models update only what changed
+   since their own last build; every build of them is recorded in incremental_builds, and
+   the orders that changed in incremental_changes, both in the intermediate schema:
+
+   - stg_orders__orders records every order a new load touched (its new version, and its
+     previous one with the customer and date it had), and every order a new load's window
+     may have deleted;
+   - fct_orders records the orders that the as-of date's move brings in or drops;
+   - each model applies the changes recorded since its own last build, so a model that
+     failed or was skipped one night catches up the next.
+
+   A model rebuilds whole on its first build, with --full-refresh, when the vars or any
+   model's SQL changed since its last build (build_fingerprint), and when an upstream one
+   rebuilt whole (a change row without an order: "everything changed").
+   On Spark the models are plain tables (incremental_materialization). #}
+
+{% macro incremental_materialization() -%}
+    {{ return('table' if target.type == 'spark' else 'incremental') }}
+{%- endmacro %}
+
+{% macro intermediate_table(name) -%}
+    {{ generate_schema_name('intermediate', none) }}.{{ name }}
+{%- endmacro %}
+
+{# The builds' timestamp: one per dbt invocation, later for every later one. #}
+{% macro build_stamp() -%}
+    cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S.%f") }}' as timestamp)
+{%- endmacro %}
+
+{# What the incremental models' results depend on besides the orders: the vars, and the SQL
+   of every model (dbt's checksum of each node). #}
+{% macro build_fingerprint() -%}
+    {%- set settings = [
+        var('active_window_days'), var('excluded_statuses'), var('status_map'),
+        var('gross_margin'), var('free_orders_are_purchases'), var('vip_share'),
+        var('pre_vip_share'), var('at_risk_days'), var('quick_churn_max_orders'),
+    ] -%}
+    {%- set checksums = [] -%}
+    {%- for node in (graph.nodes.values() if execute else [])  | sort(attribute='unique_id') -%}
+        {%- do checksums.append(node.unique_id ~ ':' ~ node.checksum.checksum) -%}
+    {%- endfor -%}
+    {{ return(local_md5(tojson(settings) ~ checksums | join(','))) }}
+{%- endmacro %}
+
+{% macro create_incremental_state() %}
+    {% if target.type != 'spark' %}
+        create schema if not exists {{ generate_schema_name('intermediate', none) }};
+        create table if not exists {{ intermediate_table('incremental_builds') }} (
+            model_name varchar(200) not null,
+            built_at timestamp not null,
+            through_load_sequence bigint not null,
+            as_of_date date,
+            fingerprint varchar(64) not null
+        );
+        create table if not exists {{ intermediate_table('incremental_changes') }} (
+            changed_at timestamp not null,
+            order_id varchar,
+            customer_id varchar,
+            order_date date
+        );
+    {% endif %}
+{% endmacro %}
+
+{# This model's incremental scope, read at run time: none when it rebuilds whole, else the
+   previous build's built_at, through_load_sequence and as_of_date, and since_date, the
+   earliest order date among the changes recorded since (none when there are none). #}
+{% macro incremental_scope() %}
+    {% if not (execute and is_incremental()) %}
+        {{ return(none) }}
+    {% endif %}
+    {% set previous = run_query(
+        "select built_at, through_load_sequence, as_of_date, fingerprint from "
+        ~ intermediate_table('incremental_builds') ~ " where model_name = '"
+        ~ this.identifier ~ "' order by built_at desc limit 1"
+    ) %}
+    {% if previous.rows | length == 0 or previous.rows[0][3] != build_fingerprint() %}
+        {{ return(none) }}
+    {% endif %}
+    {% set built_at = previous.rows[0][0] %}
+    {% set since = "changed_at > cast('" ~ built_at ~ "' as timestamp)" %}
+    {% set changes = run_query(
+        "select count(*) - count(order_date), min(order_date) from "
+        ~ intermediate_table('incremental_changes') ~ " where " ~ since
+    ) %}
+    {% if changes.rows[0][0] > 0 %}
+        {{ return(none) }}
+    {% endif %}
+    {{ return({
+        'since': since,
+        'through_load_sequence': previous.rows[0][1],
+        'as_of_date': previous.rows[0][2],
+        'since_date': changes.rows[0][1],
+    }) }}
+{% endmacro %}
+
+{# The rows a model rebuilds, as a condition on its columns: of the changed orders (`orders`,
+   stg_orders__orders), of their customers (`customers`), or the months from the earliest
+   change, or from the previous or the current as-of date's month (`months`). #}
+{% macro rebuilt_rows(kind, scope) -%}
+    {%- set changes = intermediate_table('incremental_changes') -%}
+    {%- if kind == 'orders' -%}
+        order_id in (
+            select order_id from {{ changes }} where {{ scope.since }} and order_id is not null
+        )
+    {%- elif kind == 'customers' -%}
+        customer_id in (
+            select customer_id from {{ changes }}
+            where {{ scope.since }} and customer_id is not null
+        )
+    {%- elif kind == 'months' -%}
+        snapshot_month >= {{ first_rebuilt_month(scope) }}
+    {%- else -%}
+        {{ exceptions.raise_compiler_error("rebuilt_rows: unknown kind " ~ kind) }}
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro first_rebuilt_month(scope) -%}
+    {%- set dates = [date_literal(scope.as_of_date), current_as_of_date()] -%}
+    {%- if scope.since_date is not none -%}
+        {%- do dates.append(date_literal(scope.since_date)) -%}
+    {%- endif -%}
+    {{ period_start('month', 'least(' ~ dates | join(', ') ~ ')') }}
+{%- endmacro %}
+
+{# By name, not ref(): a hook's ref() would become a dependency of the model (and an input
+   of its unit tests); int_run__as_of is upstream of every model calling this anyway. #}
+{% macro current_as_of_date() -%}
+    (select as_of_date from {{ intermediate_table('int_run__as_of') }})
+{%- endmacro %}
+
+{# Pre-hook: removes the rows this model is about to rebuild, all of them when it rebuilds
+   whole. stg_orders__orders first records the orders that changed; fct_orders first
+   records the orders the as-of date's move brings in or drops. #}
+{% macro delete_rebuilt_rows(kind) %}
+    {% if is_incremental() %}
+        {% set scope = incremental_scope() %}
+        {% if scope is not none and kind == 'orders' %}
+            {{ record_loaded_changes(scope) }};
+        {% elif scope is not none and this.identifier == 'fct_orders' %}
+            {{ record_as_of_changes(scope) }};
+        {% endif %}
+        delete from {{ this }}
+        {% if scope is not none %} where {{ rebuilt_rows(kind, scope) }} {% endif %}
+    {% endif %}
+{% endmacro %}
+
+{# The orders that loads after the previous build touched: each new version, and the
+   current version (with its customer and date then) of every order a new load re-sent or
+   may have deleted: by its window's days (replaced 'window'), or all of the source's
+   (replaced 'source', and loads from before the column). Then the changes every
+   incremental model has applied are dropped. #}
+{% macro record_loaded_changes(scope) %}
+    {%- set raw_orders = source('raw', 'orders') -%}
+    {%- set loaded = raw_orders ~ ' where load_sequence > ' ~ scope.through_load_sequence -%}
+    delete from {{ intermediate_table('incremental_changes') }}
+    where changed_at <= (
+        select min(built_at) from (
+            select model_name, max(built_at) as built_at
+            from {{ intermediate_table('incremental_builds') }}
+            group by model_name
+        ) as latest
+    );
+    insert into {{ intermediate_table('incremental_changes') }}
+    select {{ build_stamp() }}, order_id, customer_id, order_date from {{ loaded }}
+    union all
+    select {{ build_stamp() }}, previous.order_id, previous.customer_id, previous.order_date
+    from {{ this }} as previous
+    where
+        previous.order_id in (select order_id from {{ loaded }})
+        or exists (
+            select 1 from {{ source('raw', 'load_audit') }} as loads
+            where
+                loads.load_sequence > {{ scope.through_load_sequence }}
+                and loads.status = 'succeeded'
+                and loads.source = previous.source
+                and (
+                    coalesce(loads.replaced, 'source') = 'source'
+                    or (
+                        loads.replaced = 'window'
+                        and previous.order_date <= loads.window_last
+                        and (
+                            loads.window_first is null
+                            or previous.order_date >= loads.window_first
+                        )
+                    )
+                )
+        )
+{% endmacro %}
+
+{# Orders dated between the previous and the current as-of date: the move adds or drops them. #}
+{% macro record_as_of_changes(scope) %}
+    insert into {{ intermediate_table('incremental_changes') }}
+    select {{ build_stamp() }}, order_id, customer_id, order_date
+    from {{ ref('int_orders__classified') }}
+    where
+        order_date > least({{ date_literal(scope.as_of_date) }}, {{ current_as_of_date() }})
+        and order_date <= greatest({{ date_literal(scope.as_of_date) }}, {{ current_as_of_date() }})
+{% endmacro %}
+
+{# Post-hook: records this build; `signals_whole` also tells the models downstream to
+   rebuild whole after a whole rebuild here. stg_orders__orders is upstream of the as-of
+   date, so it records none. #}
+{% macro record_build(signals_whole=false) %}
+    {% if target.type != 'spark' %}
+        {% if signals_whole and incremental_scope() is none %}
+            insert into {{ intermediate_table('incremental_changes') }}
+            values ({{ build_stamp() }}, null, null, null);
+        {% endif %}
+        insert into {{ intermediate_table('incremental_builds') }}
+        select
+            '{{ this.identifier }}',
+            {{ build_stamp() }},
+            (select coalesce(max(load_sequence), 0) from {{ source('raw', 'load_audit') }}),
+            {% if this.identifier == 'stg_orders__orders' %} null {% else %}
+            {{ current_as_of_date() }} {% endif %},
+            '{{ build_fingerprint() }}'
+    {% endif %}
+{% endmacro %}
