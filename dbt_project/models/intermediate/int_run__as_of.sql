@@ -1,4 +1,6 @@
 -- One row: the as-of date of this build (the `as_of` var, else the newest valid order's date).
+-- The var reads no order, but the dependency stays: Dagster's asset graph has it either way.
+-- depends_on: {{ ref('int_orders__classified') }}
 {% if var('as_of') %}
 
 select {{ date_literal(var('as_of')) }} as as_of_date
