@@ -12,11 +12,19 @@
    A model rebuilds whole on its first build, with --full-refresh, when the vars or any
    model's SQL changed since its last build (build_fingerprint), and when an upstream one
    rebuilt whole (a change row without an order: "everything changed").
-   On Spark the models are plain tables (incremental_materialization). #}
+   On Spark the models are plain tables (incremental_config). #}
 
-{% macro incremental_materialization() -%}
-    {{ return('table' if target.type == 'spark' else 'incremental') }}
-{%- endmacro %}
+{# The config of an incremental model: `kind` says which rows a night rebuilds
+   (rebuilt_rows); `signals_whole` for the models others build on. #}
+{% macro incremental_config(kind, signals_whole=false) %}
+    {{ config(
+        materialized='table' if target.type == 'spark' else 'incremental',
+        incremental_strategy='append',
+        on_schema_change='sync_all_columns',
+        pre_hook="{{ delete_rebuilt_rows('" ~ kind ~ "') }}",
+        post_hook="{{ record_build(signals_whole=" ~ signals_whole ~ ") }}",
+    ) }}
+{% endmacro %}
 
 {% macro intermediate_table(name) -%}
     {{ generate_schema_name('intermediate', none) }}.{{ name }}

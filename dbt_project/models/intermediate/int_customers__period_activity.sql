@@ -1,14 +1,6 @@
 -- One row per customer, grain and period in which the customer made a valid order.
 -- Incremental (macros/incremental.sql): a night rebuilds the changed customers.
-{{
-    config(
-        materialized=incremental_materialization(),
-        incremental_strategy='append',
-        on_schema_change='sync_all_columns',
-        pre_hook="{{ delete_rebuilt_rows('customers') }}",
-        post_hook="{{ record_build() }}",
-    )
-}}
+{{ incremental_config('customers') }}
 {% set scope = incremental_scope() %}
 {% set grains = ['day', 'week', 'month', 'quarter', 'year'] %}
 

@@ -1,14 +1,6 @@
 -- Newest version of each order wins: latest updated_at, ties broken by the latest load.
 -- Incremental (macros/incremental.sql): a night re-ranks only the orders its loads touched.
-{{
-    config(
-        materialized=incremental_materialization(),
-        incremental_strategy='append',
-        on_schema_change='sync_all_columns',
-        pre_hook="{{ delete_rebuilt_rows('orders') }}",
-        post_hook="{{ record_build(signals_whole=true) }}",
-    )
-}}
+{{ incremental_config('orders', signals_whole=true) }}
 {% set scope = incremental_scope() %}
 
 with

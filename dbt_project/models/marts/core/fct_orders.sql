@@ -1,14 +1,6 @@
 -- One row per valid order (a purchase) on or before the as-of date.
 -- Incremental (macros/incremental.sql): a night rebuilds the changed customers' orders.
-{{
-    config(
-        materialized=incremental_materialization(),
-        incremental_strategy='append',
-        on_schema_change='sync_all_columns',
-        pre_hook="{{ delete_rebuilt_rows('customers') }}",
-        post_hook="{{ record_build(signals_whole=true) }}",
-    )
-}}
+{{ incremental_config('customers', signals_whole=true) }}
 {% set scope = incremental_scope() %}
 
 with

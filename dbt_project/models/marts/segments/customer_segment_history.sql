@@ -3,15 +3,7 @@
 -- Incremental (macros/incremental.sql): a night rebuilds the months from the earliest
 -- change's (or the previous as-of date's), over one month before them for the previous_*
 -- columns; earlier months fold into that month's running totals.
-{{
-    config(
-        materialized=incremental_materialization(),
-        incremental_strategy='append',
-        on_schema_change='sync_all_columns',
-        pre_hook="{{ delete_rebuilt_rows('months') }}",
-        post_hook="{{ record_build() }}",
-    )
-}}
+{{ incremental_config('months') }}
 {% set scope = incremental_scope() %}
 {% if scope is not none %}
     {% set first_rebuilt_month = first_rebuilt_month(scope) %}
