@@ -102,8 +102,8 @@
 {% endmacro %}
 
 {# The rows a model rebuilds, as a condition on its columns: of the changed orders (`orders`,
-   stg_orders__orders), of their customers (`customers`), or the months from the earliest
-   change, or from the previous or the current as-of date's month (`months`). #}
+   stg_orders__orders), of their customers (`customers`), or the months from
+   first_rebuilt_month (`months`). #}
 {% macro rebuilt_rows(kind, scope) -%}
     {%- set changes = intermediate_table('incremental_changes') -%}
     {%- if kind == 'orders' -%}
@@ -122,8 +122,13 @@
     {%- endif -%}
 {%- endmacro %}
 
+{# The first month whose rows can differ: that of the earliest changed order, or that of
+   the day after the earlier of the previous and the current as-of date (a month that ended
+   by both dates is complete in both builds). #}
 {% macro first_rebuilt_month(scope) -%}
-    {%- set dates = [date_literal(scope.as_of_date), current_as_of_date()] -%}
+    {%- set earlier_as_of = 'least(' ~ date_literal(scope.as_of_date) ~ ', '
+        ~ current_as_of_date() ~ ')' -%}
+    {%- set dates = [add_days(earlier_as_of, 1)] -%}
     {%- if scope.since_date is not none -%}
         {%- do dates.append(date_literal(scope.since_date)) -%}
     {%- endif -%}

@@ -1,13 +1,13 @@
 -- One row per customer and month, from the customer's first month to the as-of month: RFM,
 -- named segment, tier and lifecycle state at the month's end (or at the as-of date).
--- Incremental (macros/incremental.sql): a night rebuilds the months from the earliest
--- change's (or the previous as-of date's), over one month before them for the previous_*
--- columns; earlier months fold into that month's running totals.
+-- Incremental (macros/incremental.sql): a night rebuilds the months from the first one a
+-- change can reach; earlier months fold into that month's running totals, and the month
+-- before it, kept in this table, gives its previous_* columns.
 {{ incremental_config('months') }}
 {% set scope = incremental_scope() %}
 {% if scope is not none %}
     {% set first_rebuilt_month = first_rebuilt_month(scope) %}
-    {% set first_computed_month = period_start('month', add_days(first_rebuilt_month, -1)) %}
+    {% set month_before = period_start('month', add_days(first_rebuilt_month, -1)) %}
 {% endif %}
 {% set window_days = var('active_window_days') %}
 {% set at_risk_days = var('at_risk_days') or (window_days // 2) %}
@@ -30,7 +30,7 @@ calendar as (
 
     select * from {{ ref('int_calendar__periods') }}
     {%- if scope is not none %}
-    where period_start >= {{ first_computed_month }}
+    where period_start >= {{ first_rebuilt_month }}
     {%- endif %}
 
 ),
@@ -64,7 +64,7 @@ order_day_gaps as (
 
 {% set order_month = period_start('month', 'order_date') %}
 {% if scope is not none %}
-    {% set order_month = 'greatest(' ~ order_month ~ ', ' ~ first_computed_month ~ ')' %}
+    {% set order_month = 'greatest(' ~ order_month ~ ', ' ~ first_rebuilt_month ~ ')' %}
 {% endif %}
 customer_months as (
 
@@ -223,22 +223,51 @@ final as (
 
 ),
 
+-- The month before the first rebuilt one, kept in this table (none in a whole build).
+kept_month_before as (
+
+    select
+        customer_id,
+        rfm_segment,
+        tier,
+        lifecycle_state
+    {%- if scope is not none %}
+    from {{ this }}
+    where snapshot_month = {{ month_before }}
+    {%- else %}
+    from final
+    where false
+    {%- endif %}
+
+),
+
+-- A customer's first computed row has no lag: its previous month is the kept one, if any.
 with_previous as (
 
     select
         final.*,
-        lag(final.rfm_segment) over (
-            partition by final.customer_id order by final.snapshot_month
+        coalesce(
+            lag(final.rfm_segment) over (
+                partition by final.customer_id order by final.snapshot_month
+            ),
+            kept_month_before.rfm_segment
         ) as previous_rfm_segment,
-        lag(final.tier) over (
-            partition by final.customer_id order by final.snapshot_month
+        coalesce(
+            lag(final.tier) over (
+                partition by final.customer_id order by final.snapshot_month
+            ),
+            kept_month_before.tier
         ) as previous_tier,
-        lag(final.lifecycle_state) over (
-            partition by final.customer_id order by final.snapshot_month
+        coalesce(
+            lag(final.lifecycle_state) over (
+                partition by final.customer_id order by final.snapshot_month
+            ),
+            kept_month_before.lifecycle_state
         ) as previous_lifecycle_state
     from final
+    left join kept_month_before
+        on final.customer_id = kept_month_before.customer_id
 
 )
 
 select * from with_previous
-{% if scope is not none %} where snapshot_month >= {{ first_rebuilt_month }} {% endif %}
