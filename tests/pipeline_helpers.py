@@ -110,7 +110,8 @@ def drop_postgres_schemas(con, prefix: str) -> None:
 
 
 def read_postgres_table(con, schema: str, table: str) -> pl.DataFrame:
-    return pl.read_database(f'select * from "{schema}"."{table}"', con)
+    # Types from every row: a numeric column whose first rows are whole numbers is no integer.
+    return pl.read_database(f'select * from "{schema}"."{table}"', con, infer_schema_length=None)
 
 
 def postgres_table_names(con, schema: str) -> list[str]:

@@ -7,7 +7,8 @@ day or customer) and orders that vanished from the source, landed by a file load
 or by a database-style load of the changed orders only, with the as-of date moving
 forward, staying, or going back (a backfill). After each night the incrementally built
 warehouse is copied and the copy rebuilt whole (--full-refresh) from the same raw layer:
-every table of both must hold the same cells.
+every table of both must hold the same cells. The same runs on PostgreSQL, where the
+whole rebuild reads the same raw schema into schemas of its own.
 """
 
 from __future__ import annotations
@@ -18,87 +19,148 @@ import random
 import shutil
 import subprocess
 import sys
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import polars as pl
 import pytest
-from conftest import file_source
+from conftest import POSTGRES_URL, file_source
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from pipeline_helpers import ORDER_COLUMNS, PII_KEY, ROOT, table_differences
+from pipeline_helpers import (
+    ORDER_COLUMNS,
+    PII_KEY,
+    ROOT,
+    drop_postgres_schemas,
+    postgres_connection,
+    postgres_table_names,
+    read_postgres_table,
+    table_differences,
+)
 
 from retention_pipeline.lib.extract import scan_source_rows
 from retention_pipeline.lib.generate import generate_orders
 from retention_pipeline.lib.marketing import spend_ddl
 from retention_pipeline.lib.quarantine import LoadWindow, validate
-from retention_pipeline.lib.warehouse import write_load
+from retention_pipeline.lib.settings import dbt_profile_env
+from retention_pipeline.lib.warehouse import open_warehouse, write_load
 
 DBT_PROJECT = ROOT / "dbt_project"
 FIRST_AS_OF = date(2024, 6, 30)
 LOOKBACK_DAYS = 3
+URL_ENV = "RETENTION_TEST_INCREMENTAL_URL"
 # The CLV marts read tables the CLV step writes; they are not incremental.
 NOT_BUILT = "path:models/staging/clv+"
-# Beyond the marts: the incremental models of the other layers.
-INTERMEDIATE_TABLES = (
-    "staging.stg_orders__orders",
-    "intermediate.int_customers__period_activity",
-    "intermediate.int_calendar__periods",
-)
+# Beyond the marts: the incremental models of the other layers, by layer.
+LAYER_TABLES = {
+    "staging": ["stg_orders__orders"],
+    "intermediate": ["int_customers__period_activity", "int_calendar__periods"],
+}
 
 
 @pytest.fixture(autouse=True)
 def pii_key(monkeypatch):
     monkeypatch.setenv("RETENTION_PII_KEY", PII_KEY)
+    monkeypatch.setenv(URL_ENV, POSTGRES_URL)
+
+
+class Warehouse:
+    """The incrementally built warehouse and its wholly rebuilt twin, on one engine."""
+
+    def __init__(self, engine: str, work: Path):
+        self.engine, self.work = engine, work
+        if engine == "postgres":
+            self.pg = postgres_connection()
+            self.schema = f"test_incr_{uuid.uuid4().hex[:8]}"
+
+    def config(self, rebuilt: bool = False):
+        if self.engine == "duckdb":
+            name = "rebuilt.duckdb" if rebuilt else "warehouse.duckdb"
+            warehouse = {"type": "duckdb", "path": name}
+        else:
+            schema = f"{self.schema}_full" if rebuilt else self.schema
+            warehouse = {"type": "postgres", "url_env": URL_ENV, "schema": schema}
+        columns = {c: c for c in ORDER_COLUMNS}
+        return file_source(self.work, "orders.csv", columns, warehouse=warehouse)
+
+    def land(self, orders: pl.DataFrame, window: LoadWindow, replace: str) -> None:
+        """Lands `orders` (the source as it is now) as the pipeline's extraction does."""
+        orders.write_csv(self.work / "orders.csv")
+        config = self.config()
+        now = datetime.now(UTC)
+        batch = validate(scan_source_rows(config), config, window, now)
+        with open_warehouse(config) as session:
+            write_load(session, config.source.name, window, batch, now, True, replace=replace)
+            session.execute(spend_ddl(session.raw_schema))
+
+    def build(self, as_of: date) -> None:
+        """The night's incremental build, then the whole rebuild from the same raw layer."""
+        self._dbt(self.config(), as_of)
+        if self.engine == "duckdb":
+            shutil.copy(self.work / "warehouse.duckdb", self.work / "rebuilt.duckdb")
+        self._dbt(self.config(rebuilt=True), as_of, "--full-refresh")
+
+    def _dbt(self, config, as_of: date, *extra: str) -> None:
+        # The raw layer is the incremental warehouse's, for the rebuilt twin too.
+        dbt_vars = {"as_of": as_of.isoformat(), "raw_schema": self.config().raw_schema}
+        target = self.work / f"{config.warehouse.type}-{len(extra)}.dbt-target"
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "dbt"), "run", "--project-dir", str(DBT_PROJECT),
+             "--profiles-dir", str(DBT_PROJECT), "--target-path", str(target),
+             "--vars", json.dumps(dbt_vars), "--exclude", NOT_BUILT, *extra],
+            capture_output=True, text=True, env={**os.environ, **dbt_profile_env(config)},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+    def tables(self, rebuilt: bool = False) -> dict[str, pl.DataFrame]:
+        """Every mart and the incremental tables of the other layers, by name."""
+        if self.engine == "duckdb":
+            path = self.work / ("rebuilt.duckdb" if rebuilt else "warehouse.duckdb")
+            with duckdb.connect(str(path), read_only=True) as con:
+                schemas = {"main": [n for (n,) in con.execute(MART_NAMES_SQL).fetchall()]}
+                schemas.update(LAYER_TABLES)
+                return {
+                    f"{schema}.{name}": con.sql(f"select * from {schema}.{name}").pl()
+                    for schema, names in schemas.items()
+                    for name in names
+                }
+        prefix = f"{self.schema}_full" if rebuilt else self.schema
+        schemas = {prefix: postgres_table_names(self.pg, prefix)}
+        schemas.update({f"{prefix}_{layer}": names for layer, names in LAYER_TABLES.items()})
+        return {
+            f"{schema.removeprefix(prefix)}.{name}": read_postgres_table(self.pg, schema, name)
+            for schema, names in schemas.items()
+            for name in names
+        }
+
+    def rebuilt_whole(self) -> bool:
+        """Whether the last build signalled a whole rebuild (a change row without an order)."""
+        schema = "intermediate" if self.engine == "duckdb" else f"{self.schema}_intermediate"
+        sql = (
+            f"select count(*) > 0 from {schema}.incremental_changes where order_id is null "
+            f"and changed_at = (select max(built_at) from {schema}.incremental_builds)"
+        )
+        if self.engine == "duckdb":
+            with duckdb.connect(str(self.work / "warehouse.duckdb"), read_only=True) as con:
+                return con.execute(sql).fetchone()[0]
+        cursor = self.pg.cursor()
+        cursor.execute(sql)
+        return cursor.fetchone()[0]
+
+    def close(self) -> None:
+        if self.engine == "postgres":
+            drop_postgres_schemas(self.pg, self.schema)
+            self.pg.close()
+
+
+MART_NAMES_SQL = "select table_name from information_schema.tables where table_schema = 'main'"
 
 
 def shop(customers: int, seed: int) -> pl.DataFrame:
     orders = generate_orders(customers, seed, end=date(2024, 8, 31), bad_rows=False)
     return orders.select(ORDER_COLUMNS)
-
-
-def land(work: Path, orders: pl.DataFrame, window: LoadWindow, replace: str) -> None:
-    """Lands `orders` (the source as it is now) as the pipeline's extraction does."""
-    orders.write_csv(work / "orders.csv")
-    config = file_source(work, "orders.csv", {c: c for c in ORDER_COLUMNS})
-    now = datetime.now(UTC)
-    batch = validate(scan_source_rows(config), config, window, now)
-    with duckdb.connect(str(work / "warehouse.duckdb")) as con:
-        write_load(con, config.source.name, window, batch, now, True, replace=replace)
-
-
-def dbt_run(warehouse: Path, as_of: date, *extra: str) -> None:
-    args = ["--vars", json.dumps({"as_of": as_of.isoformat()}), "--exclude", NOT_BUILT]
-    target = warehouse.with_suffix(".dbt-target")
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "dbt"), "run", "--project-dir", str(DBT_PROJECT),
-         "--profiles-dir", str(DBT_PROJECT), "--target-path", str(target), *args, *extra],
-        capture_output=True, text=True, env={**os.environ, "RETENTION_DUCKDB_PATH": str(warehouse)},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-
-
-def tables(warehouse: Path) -> list[str]:
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        marts = con.execute(
-            "select table_name from information_schema.tables where table_schema = 'main'"
-        ).fetchall()
-    return sorted(f"main.{name}" for (name,) in marts) + list(INTERMEDIATE_TABLES)
-
-
-def read(warehouse: Path, table: str) -> pl.DataFrame:
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        return pl.from_arrow(con.sql(f"select * from {table}").to_arrow_table())
-
-
-def rebuilt_whole(warehouse: Path) -> bool:
-    """Whether the last build signalled a whole rebuild (a change row without an order)."""
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        return con.execute(
-            "select count(*) > 0 from intermediate.incremental_changes where order_id is null "
-            "and changed_at = (select max(built_at) from intermediate.incremental_builds)"
-        ).fetchone()[0]
 
 
 def night(rng: random.Random, orders: pl.DataFrame, day: date) -> pl.DataFrame:
@@ -159,35 +221,34 @@ def changed_only(before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(seed=st.integers(0, 2**31 - 1), nights=st.integers(3, 4))
-def test_incremental_nights_equal_full_rebuilds(tmp_path_factory, seed, nights):
+@pytest.mark.parametrize("engine", ["duckdb", "postgres"])
+def test_incremental_nights_equal_full_rebuilds(tmp_path_factory, engine, seed, nights):
     rng = random.Random(seed)
-    work = tmp_path_factory.mktemp("incremental")
-    warehouse = work / "warehouse.duckdb"
-    orders = shop(120, seed)
-    land(work, orders, LoadWindow(first=None, last=FIRST_AS_OF), "window")
-    with duckdb.connect(str(warehouse)) as con:
-        con.execute(spend_ddl("raw"))
-    dbt_run(warehouse, FIRST_AS_OF)
-    day = as_of = FIRST_AS_OF
-    for _ in range(nights):
-        day += timedelta(days=rng.randint(1, 20))
-        before, orders = orders, night(rng, orders, day)
-        if rng.random() < 0.5:
-            window = LoadWindow(first=day - timedelta(days=LOOKBACK_DAYS), last=day)
-            land(work, orders, window, "window")
-        else:
-            land(work, changed_only(before, orders), LoadWindow(first=None, last=day), "orders")
-        as_of = rng.choice([day, day, as_of, as_of - timedelta(days=rng.randint(1, 45))])
-        dbt_run(warehouse, as_of)
-        assert not rebuilt_whole(warehouse), f"night of {day}: a model rebuilt whole"
-        rebuilt = work / "rebuilt.duckdb"
-        shutil.copy(warehouse, rebuilt)
-        dbt_run(rebuilt, as_of, "--full-refresh")
-        names = tables(rebuilt)
-        assert tables(warehouse) == names
-        problems = [
-            problem
-            for name in names
-            if (problem := table_differences(name, read(warehouse, name), read(rebuilt, name)))
-        ]
-        assert not problems, f"night of {day}, as of {as_of}: {problems}"
+    warehouse = Warehouse(engine, tmp_path_factory.mktemp("incremental"))
+    try:
+        orders = shop(120, seed)
+        warehouse.land(orders, LoadWindow(first=None, last=FIRST_AS_OF), "window")
+        warehouse.build(FIRST_AS_OF)
+        day = as_of = FIRST_AS_OF
+        for _ in range(nights):
+            day += timedelta(days=rng.randint(1, 20))
+            before, orders = orders, night(rng, orders, day)
+            if rng.random() < 0.5:
+                window = LoadWindow(first=day - timedelta(days=LOOKBACK_DAYS), last=day)
+                warehouse.land(orders, window, "window")
+            else:
+                changed = changed_only(before, orders)
+                warehouse.land(changed, LoadWindow(first=None, last=day), "orders")
+            as_of = rng.choice([day, day, as_of, as_of - timedelta(days=rng.randint(1, 45))])
+            warehouse.build(as_of)
+            assert not warehouse.rebuilt_whole(), f"night of {day}: a model rebuilt whole"
+            incremental, rebuilt = warehouse.tables(), warehouse.tables(rebuilt=True)
+            assert sorted(incremental) == sorted(rebuilt)
+            problems = [
+                problem
+                for name, table in rebuilt.items()
+                if (problem := table_differences(name, table, incremental[name], "incremental"))
+            ]
+            assert not problems, f"{engine}, night of {day}, as of {as_of}: {problems}"
+    finally:
+        warehouse.close()
