@@ -359,21 +359,22 @@ def mart_differences(
         for table in mart_names(duckdb_warehouse)
         if (
             problem := table_differences(
-                table, read_table(duckdb_warehouse, table), read_mart(table), engine
+                table, read_table(duckdb_warehouse, table), read_mart(table), ("DuckDB", engine)
             )
         )
     ]
 
 
 def table_differences(
-    table: str, expected: pl.DataFrame, actual: pl.DataFrame, engine: str = "the other"
+    table: str, expected: pl.DataFrame, actual: pl.DataFrame, labels: tuple[str, str]
 ) -> str | None:
-    """What differs between two versions of `table` (see mart_differences), or None."""
+    """What differs between two versions of `table`, labelled `labels` in the message (see
+    mart_differences), or None."""
     expected, actual = _comparable(expected), _comparable(actual)
     if expected.columns != actual.columns:
         return f"{table}: columns {expected.columns} != {actual.columns}"
     if expected.height != actual.height:
-        return f"{table}: {expected.height} rows on DuckDB, {actual.height} on {engine}"
+        return f"{table}: {expected.height} rows in {labels[0]}, {actual.height} in {labels[1]}"
     if differing := _differing_columns(expected, actual):
         return f"{table}: columns {differing} differ"
     return None

@@ -34,9 +34,11 @@ from pipeline_helpers import (
     PII_KEY,
     ROOT,
     drop_postgres_schemas,
+    mart_names,
     postgres_connection,
     postgres_table_names,
     read_postgres_table,
+    read_table,
     table_differences,
 )
 
@@ -51,6 +53,7 @@ DBT_PROJECT = ROOT / "dbt_project"
 FIRST_AS_OF = date(2024, 6, 30)
 LOOKBACK_DAYS = 3
 URL_ENV = "RETENTION_TEST_INCREMENTAL_URL"
+TWINS = ("the whole rebuild", "the incremental build")
 # The CLV marts read tables the CLV step writes; they are not incremental.
 NOT_BUILT = "path:models/staging/clv+"
 # Beyond the marts: the incremental models of the other layers, by layer.
@@ -118,14 +121,12 @@ class Warehouse:
         """Every mart and the incremental tables of the other layers, by name."""
         if self.engine == "duckdb":
             path = self.work / ("rebuilt.duckdb" if rebuilt else "warehouse.duckdb")
-            with duckdb.connect(str(path), read_only=True) as con:
-                schemas = {"main": [n for (n,) in con.execute(MART_NAMES_SQL).fetchall()]}
-                schemas.update(LAYER_TABLES)
-                return {
-                    f"{schema}.{name}": con.sql(f"select * from {schema}.{name}").pl()
-                    for schema, names in schemas.items()
-                    for name in names
-                }
+            schemas = {"main": mart_names(path), **LAYER_TABLES}
+            return {
+                f"{schema}.{name}": read_table(path, f"{schema}.{name}")
+                for schema, names in schemas.items()
+                for name in names
+            }
         prefix = f"{self.schema}_full" if rebuilt else self.schema
         schemas = {prefix: postgres_table_names(self.pg, prefix)}
         schemas.update({f"{prefix}_{layer}": names for layer, names in LAYER_TABLES.items()})
@@ -153,9 +154,6 @@ class Warehouse:
         if self.engine == "postgres":
             drop_postgres_schemas(self.pg, self.schema)
             self.pg.close()
-
-
-MART_NAMES_SQL = "select table_name from information_schema.tables where table_schema = 'main'"
 
 
 def shop(customers: int, seed: int) -> pl.DataFrame:
@@ -247,7 +245,7 @@ def test_incremental_nights_equal_full_rebuilds(tmp_path_factory, engine, seed, 
             problems = [
                 problem
                 for name, table in rebuilt.items()
-                if (problem := table_differences(name, table, incremental[name], "incremental"))
+                if (problem := table_differences(name, table, incremental[name], TWINS))
             ]
             assert not problems, f"{engine}, night of {day}, as of {as_of}: {problems}"
     finally:

@@ -15,14 +15,16 @@
    On Spark the models are plain tables (incremental_config). #}
 
 {# The config of an incremental model: `kind` says which rows a night rebuilds
-   (rebuilt_rows); `signals_whole` for the models others build on. #}
-{% macro incremental_config(kind, signals_whole=false) %}
+   (rebuilt_rows); `records` which changes it records for the models downstream: 'loads'
+   (stg_orders__orders) or 'as_of' (fct_orders). #}
+{% macro incremental_config(kind, records=none) %}
+    {%- set records_literal = "'" ~ records ~ "'" if records else 'none' -%}
     {{ config(
         materialized='table' if target.type == 'spark' else 'incremental',
         incremental_strategy='append',
         on_schema_change='sync_all_columns',
-        pre_hook="{{ delete_rebuilt_rows('" ~ kind ~ "') }}",
-        post_hook="{{ record_build(signals_whole=" ~ signals_whole ~ ") }}",
+        pre_hook="{{ delete_rebuilt_rows('" ~ kind ~ "', " ~ records_literal ~ ") }}",
+        post_hook="{{ record_build(" ~ records_literal ~ ") }}",
     ) }}
 {% endmacro %}
 
@@ -44,7 +46,7 @@
         var('pre_vip_share'), var('at_risk_days'), var('quick_churn_max_orders'),
     ] -%}
     {%- set checksums = [] -%}
-    {%- for node in (graph.nodes.values() if execute else [])  | sort(attribute='unique_id') -%}
+    {%- for node in (graph.nodes.values() if execute else []) | sort(attribute='unique_id') -%}
         {%- do checksums.append(node.unique_id ~ ':' ~ node.checksum.checksum) -%}
     {%- endfor -%}
     {{ return(local_md5(tojson(settings) ~ checksums | join(','))) }}
@@ -142,14 +144,14 @@
 {%- endmacro %}
 
 {# Pre-hook: removes the rows this model is about to rebuild, all of them when it rebuilds
-   whole. stg_orders__orders first records the orders that changed; fct_orders first
-   records the orders the as-of date's move brings in or drops. #}
-{% macro delete_rebuilt_rows(kind) %}
+   whole; first the changes it `records`: the orders loads touched, or the orders the as-of
+   date's move brings in or drops. #}
+{% macro delete_rebuilt_rows(kind, records) %}
     {% if is_incremental() %}
         {% set scope = incremental_scope() %}
-        {% if scope is not none and kind == 'orders' %}
+        {% if scope is not none and records == 'loads' %}
             {{ record_loaded_changes(scope) }};
-        {% elif scope is not none and this.identifier == 'fct_orders' %}
+        {% elif scope is not none and records == 'as_of' %}
             {{ record_as_of_changes(scope) }};
         {% endif %}
         delete from {{ this }}
@@ -210,12 +212,12 @@
         and order_date <= greatest({{ date_literal(scope.as_of_date) }}, {{ current_as_of_date() }})
 {% endmacro %}
 
-{# Post-hook: records this build; `signals_whole` also tells the models downstream to
-   rebuild whole after a whole rebuild here. stg_orders__orders is upstream of the as-of
-   date, so it records none. #}
-{% macro record_build(signals_whole=false) %}
+{# Post-hook: records this build. A model that records changes also tells the models
+   downstream to rebuild whole after a whole rebuild here. The model recording loads is
+   upstream of the as-of date, so its build has none. #}
+{% macro record_build(records) %}
     {% if target.type != 'spark' %}
-        {% if signals_whole and incremental_scope() is none %}
+        {% if records and incremental_scope() is none %}
             insert into {{ intermediate_table('incremental_changes') }}
             values ({{ build_stamp() }}, null, null, null);
         {% endif %}
@@ -224,7 +226,7 @@
             '{{ this.identifier }}',
             {{ build_stamp() }},
             (select coalesce(max(load_sequence), 0) from {{ source('raw', 'load_audit') }}),
-            {% if this.identifier == 'stg_orders__orders' %} null {% else %}
+            {% if records == 'loads' %} null {% else %}
             {{ current_as_of_date() }} {% endif %},
             '{{ build_fingerprint() }}'
     {% endif %}

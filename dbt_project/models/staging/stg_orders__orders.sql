@@ -1,6 +1,6 @@
 -- Newest version of each order wins: latest updated_at, ties broken by the latest load.
 -- Incremental (macros/incremental.sql): a night re-ranks only the orders its loads touched.
-{{ incremental_config('orders', signals_whole=true) }}
+{{ incremental_config('orders', records='loads') }}
 {% set scope = incremental_scope() %}
 
 with
