@@ -78,6 +78,7 @@ TINY_SHOP_ORDERS = 1_000
 HUNDRED_MILLION = 100_000_000
 SAMPLE_SECONDS = 0.2  # how often the run's process tree is measured
 SLOWEST_SHOWN = 8  # dbt models listed per size
+CHUNK_ORDERS = 10_000_000  # generated at a time
 # The nightly run of one day, in a process of its own, as the schedule would start it.
 NIGHTLY_SCRIPT = """
 import sys
@@ -233,13 +234,29 @@ class Run:
 
 
 def _dataset(orders: int) -> Path:
-    """The generated history of `orders` orders, in a folder the config reads as a glob, so
-    that the nightly benchmark can add a day's file beside it."""
-    path = WORK / f"orders-{orders}" / "history.parquet"
-    if not path.exists():
-        frame = generate_orders(customers=round(orders / ORDERS_PER_CUSTOMER), seed=7)
-        write_orders(frame, path)
-    return path
+    """The generated history of `orders` orders, as a glob of Parquet files in a folder the
+    config reads whole, so that the nightly benchmark can add a day's file beside it. Sizes
+    past `CHUNK_ORDERS` are generated a chunk at a time (the generator holds its frame in
+    memory), each chunk with customers and orders of its own."""
+    folder = WORK / f"orders-{orders}"
+    complete = folder / "complete"
+    if not complete.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        chunks = max(1, round(orders / CHUNK_ORDERS))
+        for chunk in range(chunks):
+            customers = round(orders / chunks / ORDERS_PER_CUSTOMER)
+            frame = generate_orders(customers=customers, seed=7 + chunk)
+            if chunk:
+                # Empty ids stay empty: they are the generator's bad rows.
+                frame = frame.with_columns(
+                    pl.when(pl.col(c) != "")
+                    .then(pl.format("{}-{}", chunk, pl.col(c)))
+                    .otherwise(pl.col(c))
+                    for c in ("order_id", "customer_id", "customer_email")
+                )
+            write_orders(frame, folder / f"history-{chunk:03d}.parquet")
+        complete.touch()
+    return folder / "history-*.parquet"
 
 
 def _config(orders: int, data: Path) -> Path:

@@ -64,7 +64,7 @@ def _load(config, monkeypatch):
     monkeypatch.setenv("RETENTION_PII_KEY", "test-key")
     batch = validate(scan_source_rows(config), config, EVERYTHING, NOW)
     with connect(config.warehouse_path) as con:
-        return write_load(con, "orders", EVERYTHING, batch, NOW, hash_emails=True)
+        return write_load(con, "orders", EVERYTHING, [batch], NOW, hash_emails=True)
 
 
 def _table(config, sql):
@@ -145,7 +145,7 @@ def test_a_crash_mid_load_leaves_the_previous_state(tmp_path, monkeypatch):
 
     batch = validate(scan_source_rows(config), config, EVERYTHING, NOW)
     with connect(config.warehouse_path) as con, pytest.raises(RuntimeError):
-        write_load(CrashingConnection(con), "orders", EVERYTHING, batch, NOW, hash_emails=True)
+        write_load(CrashingConnection(con), "orders", EVERYTHING, [batch], NOW, hash_emails=True)
     assert _table(config, "select * from raw.orders").equals(before)
     assert _table(config, "select * from raw.load_audit").height == audits_before
 
@@ -182,7 +182,7 @@ def test_an_email_mapping_without_a_key_is_refused(tmp_path, monkeypatch):
         connect(config.warehouse_path) as con,
         pytest.raises(ConfigError, match="RETENTION_PII_KEY"),
     ):
-        write_load(con, "orders", EVERYTHING, batch, NOW, hash_emails=True)
+        write_load(con, "orders", EVERYTHING, [batch], NOW, hash_emails=True)
 
 
 def test_line_level_exports_add_up_to_orders(tmp_path, monkeypatch):
@@ -214,7 +214,7 @@ def test_line_level_exports_add_up_to_orders(tmp_path, monkeypatch):
     config = load_config(tmp_path / "config.yaml")
     batch = validate(scan_source_rows(config), config, EVERYTHING, NOW)
     with connect(config.warehouse_path) as con:
-        result = write_load(con, "orders", EVERYTHING, batch, NOW, hash_emails=False)
+        result = write_load(con, "orders", EVERYTHING, [batch], NOW, hash_emails=False)
     orders = _table(config, "select order_id, amount, ordered_at, line_count from raw.orders")
     assert orders.rows() == [("I1", 10.0, datetime(2024, 1, 5, 10, 0), 2)]
     reasons = _table(config, "select source_row, reason_code from raw.rejected_orders order by 1")

@@ -95,7 +95,7 @@ class Warehouse:
         now = datetime.now(UTC)
         batch = validate(scan_source_rows(config), config, window, now)
         with open_warehouse(config) as session:
-            write_load(session, config.source.name, window, batch, now, True, replace=replace)
+            write_load(session, config.source.name, window, [batch], now, True, replace=replace)
             session.execute(spend_ddl(session.raw_schema))
 
     def build(self, as_of: date) -> None:

@@ -257,7 +257,7 @@ def test_the_warehouse_counts_netted_refund_rows_as_loaded_and_lands_the_rates(
     batch = load_batch(config)
     window = LoadWindow(first=None, last=date(2099, 12, 31))
     with connect(config.warehouse_path) as con:
-        result = write_load(con, "orders", window, batch, LOAD_NOW, hash_emails=False)
+        result = write_load(con, "orders", window, [batch], LOAD_NOW, hash_emails=False)
     assert (result.rows_read, result.rows_loaded, result.rows_rejected) == (3, 2, 1)
     assert result.balanced
     with duckdb.connect(str(config.warehouse_path), read_only=True) as con:

@@ -63,7 +63,7 @@ def _load(directory, rows, window=EVERYTHING, columns=COLUMNS, header=HEADER, **
             con,
             config.source.name,
             window,
-            batch,
+            [batch],
             LOAD_NOW,
             hash_emails="customer_email" in config.source.columns,
         )
@@ -238,6 +238,49 @@ def test_a_line_level_load_counts_lines(tmp_path):
     assert result.balanced
 
 
+@pytest.mark.parametrize("line_items", [False, True], ids=["orders", "lines"])
+def test_a_load_in_parts_equals_a_load_in_one_piece(tmp_path, monkeypatch, line_items):
+    """Parts hold disjoint orders, every row of each (versions, lines, bad rows alike), so
+    loading a big source part by part changes nothing but the memory it takes."""
+    from retention_pipeline.lib import quarantine
+    from retention_pipeline.lib.extract import scan_source_rows
+    from retention_pipeline.lib.generate import GENERATED_COLUMNS, generate_orders, write_orders
+
+    orders = generate_orders(customers=150, seed=11, start=date(2024, 1, 1), end=date(2024, 3, 31))
+    columns = {c: c for c in GENERATED_COLUMNS if c != "customer_email"}
+    if line_items:
+        # Each order in two lines, the second in a later file; amounts as unit prices.
+        columns |= {"unit_price": columns.pop("amount") and "unit_price", "quantity": "quantity"}
+        orders = orders.rename({"amount": "unit_price"}).with_columns(quantity=pl.lit("1"))
+        halves = [orders, orders.with_columns(unit_price=pl.lit("2.5"))]
+    else:
+        halves = [orders.head(orders.height // 2), orders.tail(orders.height - orders.height // 2)]
+    loads = [EVERYTHING, LoadWindow(first=date(2024, 2, 1), last=date(2024, 2, 29))]
+    states, parts = [], []
+    for rows_per_part in (10**9, 41):
+        monkeypatch.setattr(quarantine, "ROWS_PER_PART", rows_per_part)
+        directory = tmp_path / str(rows_per_part)
+        for number, half in enumerate(halves):
+            write_orders(half, directory / f"orders-{number}.csv")
+        config = file_source(directory, "orders-*.csv", columns, line_items=line_items)
+        results = []
+        for window in loads:
+            batches = list(
+                quarantine.validate_in_parts(scan_source_rows(config), config, window, LOAD_NOW)
+            )
+            parts.append(len(batches))
+            with connect(directory / "warehouse.duckdb") as con:
+                results.append(write_load(con, "orders", window, batches, LOAD_NOW, False))
+        assert all(result.balanced for result in results)
+        tables = {t: _table(directory, t) for t in ("orders", "rejected_orders")}
+        states.append((tables, [dataclasses.replace(r, load_id="") for r in results]))
+    assert parts[:2] == [1, 1] and min(parts[2:]) > 5
+    (whole, whole_results), (in_parts, parts_results) = states
+    assert whole_results == parts_results
+    assert whole["orders"].height > 200 and whole["rejected_orders"].height > 5
+    assert _same(whole, in_parts)
+
+
 # --- failures -------------------------------------------------------------------------------
 
 
@@ -283,7 +326,7 @@ def test_a_load_that_fails_midway_leaves_the_previous_state(tmp_path, monkeypatc
         expected_error = duckdb.ConstraintException
     with connect(tmp_path / "warehouse.duckdb") as con:
         with pytest.raises(expected_error):
-            write_load(con, "orders", EVERYTHING, batch, LOAD_NOW, hash_emails=False)
+            write_load(con, "orders", EVERYTHING, [batch], LOAD_NOW, hash_emails=False)
         # The connection is out of the transaction and still sees the old rows.
         assert con.execute("select count(*) from raw.orders").fetchone() == (3,)
     assert _same(_state(tmp_path), before)

@@ -183,5 +183,9 @@ def scan_database_rows(config: PipelineConfig, spill: Path) -> pl.LazyFrame:
     where = f"table {source.table}" if source.table else "source.query"
     order_id = pl.col(source.columns["order_id"]).cast(pl.String).fill_null("")
     return mapped_rows(
-        pl.scan_parquet(spill), config, where, pl.concat_str(pl.lit(f"{label}:"), order_id)
+        pl.scan_parquet(spill).with_row_index("_line"),
+        config,
+        where,
+        pl.concat_str(pl.lit(f"{label}:"), order_id),
+        pl.col("_line"),
     )

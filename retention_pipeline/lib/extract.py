@@ -16,6 +16,8 @@ WHITESPACE = "whitespace"
 # A byte that never occurs in text files, so a whitespace-separated file reads as one column.
 _NO_SEPARATOR = "\x1f"
 REDACTED = "<redacted>"
+# A file's rows come after every row of the files before it: _seq is (file << bits) + line.
+FILE_SEQ_BITS = 40
 
 
 class SourceSchemaError(ConfigError):
@@ -139,11 +141,16 @@ def _holds_email(column: str, email_column: str | None) -> bool:
 
 
 def mapped_rows(
-    frame: pl.LazyFrame, config: PipelineConfig, where: str, source_row: pl.Expr
+    frame: pl.LazyFrame,
+    config: PipelineConfig,
+    where: str,
+    source_row: pl.Expr,
+    reading_order: pl.Expr,
 ) -> pl.LazyFrame:
-    """The source's rows with our column names, as text, `source_row` and `raw_record` (the
-    source row as a struct, emails redacted). Fails before reading data when a mapped column
-    is absent; `where` names the file or table in that message."""
+    """The source's rows with our column names, as text, `source_row`, `raw_record` (the
+    source row as a struct, emails redacted) and `_seq` (`reading_order`: a later row has a
+    larger one). Fails before reading data when a mapped column is absent; `where` names the
+    file or table in that message."""
     mapping = config.source.columns
     email_column = mapping.get("customer_email")
     available = [c for c in frame.collect_schema().names() if c not in ("_line", "_file")]
@@ -162,22 +169,27 @@ def mapped_rows(
         ],
         source_row.alias("source_row"),
         raw_record.alias("raw_record"),
+        reading_order.cast(pl.UInt64).alias("_seq"),
     )
 
 
 def scan_source_rows(config: PipelineConfig) -> pl.LazyFrame:
     """All rows of every matched file, with our column names, as text, plus provenance.
 
-    Columns: the mapped fields present in the config, `source_row` ("file:line") and
-    `raw_record` (the source row, emails redacted; `encode_raw_records` makes it JSON). Fails
-    before reading data when a mapped column is absent from any file.
+    Columns: the mapped fields present in the config, `source_row` ("file:line"),
+    `raw_record` (the source row, emails redacted; `encode_raw_records` makes it JSON) and
+    `_seq`, the reading order. Fails before reading data when a mapped column is absent from
+    any file.
     """
     frames = []
     folder = _fixed_folder(config)
     line = pl.concat_str(pl.col("_file"), pl.lit(":"), pl.col("_line").cast(pl.String))
-    for path in config.source_files():
+    for index, path in enumerate(config.source_files()):
         frame = _scan_file(config, path, _label(path, folder))
-        frames.append(mapped_rows(frame, config, str(path), line))
+        # Computed row by row, unlike a row index over all files, so that a part of the rows
+        # can be read without holding the rest (quarantine.validate_in_parts).
+        reading_order = pl.lit(index << FILE_SEQ_BITS, dtype=pl.UInt64) + pl.col("_line")
+        frames.append(mapped_rows(frame, config, str(path), line, reading_order))
     # A struct costs nothing until encoded, and only rejected rows need JSON. Files of different
     # columns are encoded here, since a concatenation would merge their structs' fields.
     raw_types = [frame.collect_schema()["raw_record"] for frame in frames]

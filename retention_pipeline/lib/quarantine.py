@@ -7,6 +7,8 @@ timestamp, or one far in the future) are read by every load and rejected by it.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -32,6 +34,8 @@ NAIVE_FORMATS = (
 AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%.fZ")
 SAMPLE_SIZE = 1000  # first values of a column that choose its formats
 REJECTED_COLUMNS = ("source_row", "raw_record", "reason_code", "reason", "order_id", "order_date")
+# Source rows validated at a time: Polars holds about 1 KiB per row while it checks them.
+ROWS_PER_PART = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,18 @@ class LoadWindow:
 
     first: date | None
     last: date
+
+
+@dataclass(frozen=True)
+class Part:
+    """One of `count` disjoint sets of orders, chosen by a hash of the order key: a part
+    holds every row (version, line, refund row) of its orders."""
+
+    index: int
+    count: int
+
+    def holds(self, order_key: pl.Expr) -> pl.Expr:
+        return order_key.fill_null("").hash(seed=0) % self.count == self.index
 
 
 @dataclass
@@ -145,28 +161,34 @@ def _reason(checks: list[Check]) -> pl.Expr:
     return pl.coalesce([pl.when(failed).then(reason) for failed, _, reason in checks])
 
 
-def _dated_rows(rows: pl.LazyFrame, config: PipelineConfig) -> pl.LazyFrame:
-    """The rows numbered in reading order, with order_id and the timestamps typed: what a
-    load window needs. The other columns stay as read."""
+def _dated_rows(
+    rows: pl.LazyFrame, config: PipelineConfig, part: Part = Part(0, 1)
+) -> pl.LazyFrame:
+    """The rows of `part`, with order_id and the timestamps typed: what a load window needs.
+    The other columns stay as read."""
     present = set(rows.collect_schema().names())
     order_id = pl.col("source_row") if config.source.generate_order_id else _text("order_id")
     refund_of = _text("refund_of") if "refund_of" in present else pl.lit(None, dtype=pl.String)
     timestamps = [c for c in ("ordered_at", "updated_at") if c in present]
+    # Chosen on the whole source, so that every part reads its timestamps alike.
+    parsed = [
+        _parse_timestamp(c, timestamp_formats(rows, c, config), config.source_timezone)
+        for c in timestamps
+    ]
+    if part.count > 1:
+        # Before anything else is computed: the other parts' rows cost nothing more.
+        rows = rows.filter(part.holds(pl.coalesce(refund_of, order_id)))
     dated = (
-        rows.with_row_index("_seq")
+        rows
         # Raw text kept to tell an empty value from an unreadable one. The stripped text gets
         # a column of its own: only then do later formats skip the rows earlier ones read.
         .with_columns(
             *[pl.col(c).alias(f"_raw_{c}") for c in timestamps],
             *[_text(c).alias(c) for c in timestamps],
-        )
-        .with_columns(
+        ).with_columns(
             order_id.alias("order_id"),
             refund_of.alias("refund_of"),
-            *[
-                _parse_timestamp(c, timestamp_formats(rows, c, config), config.source_timezone)
-                for c in timestamps
-            ],
+            *parsed,
         )
     )
     if "updated_at" not in present:
@@ -462,11 +484,13 @@ def _read_rows(
     horizon: datetime,
     row_checks: list[Check],
     rates: pl.DataFrame | None,
+    part: Part,
 ) -> pl.LazyFrame:
-    """The rows the window's load reads, typed, with `reason_code` of the first failing row
-    check (null when all pass) and `_placed_at`, the timestamp that places the row."""
+    """The rows of `part` the window's load reads, typed, with `reason_code` of the first
+    failing row check (null when all pass) and `_placed_at`, the timestamp that places the
+    row."""
     timezone = config.reporting_timezone
-    dated = _dated_rows(rows, config)
+    dated = _dated_rows(rows, config, part)
     ordered_at = pl.col("ordered_at")
     if config.source.line_items:
         # An order lies where its earliest good line does, so the window takes it whole.
@@ -673,11 +697,12 @@ def validate(
     window: LoadWindow,
     now: datetime,
     fx_rates: pl.DataFrame | None = None,
+    part: Part = Part(0, 1),
 ) -> LoadBatch:
-    """Types and checks the rows that the window's load reads (see `_touched_rows`): each
-    ends in `orders` (newest version per order_id), in `rejected`, or deduplicated. A
-    netted refund row ends inside its original order (`refund_rows`), so it counts as
-    loaded. `fx_rates` defaults to the configured FX input (`read_fx_rates`)."""
+    """Types and checks the rows of `part` that the window's load reads (see
+    `_touched_rows`): each ends in `orders` (newest version per order_id), in `rejected`, or
+    deduplicated. A netted refund row ends inside its original order (`refund_rows`), so it
+    counts as loaded. `fx_rates` defaults to the configured FX input (`read_fx_rates`)."""
     if fx_rates is None:
         fx_rates = read_fx_rates(config)
     horizon = _future_horizon(config, now)
@@ -687,7 +712,9 @@ def validate(
     # A line's values are checked once its order is whole; a row's at once.
     line_mode = config.source.line_items
     row_checks = parse_checks if line_mode else parse_checks + value_checks
-    read = _read_rows(rows, config, window, horizon, row_checks, fx_rates).collect()
+    read = _read_rows(rows, config, window, horizon, row_checks, fx_rates, part).collect(
+        engine="streaming"
+    )
 
     is_good = read["reason_code"].is_null()
     fields = read.select("_seq", "source_row", *ORDER_FIELDS, "_order_key")
@@ -741,6 +768,18 @@ def validate(
         rows_deduplicated=deduplicated,
         fx_rates=fx_rates,
     )
+
+
+def validate_in_parts(
+    rows: pl.LazyFrame, config: PipelineConfig, window: LoadWindow, now: datetime
+) -> Iterator[LoadBatch]:
+    """`validate`, one part of the orders at a time (`ROWS_PER_PART` source rows each), so
+    that a source of any size is checked in bounded memory; each part reads the source again.
+    """
+    fx_rates = read_fx_rates(config)
+    count = max(1, math.ceil(rows.select(pl.len()).collect().item() / ROWS_PER_PART))
+    for index in range(count):
+        yield validate(rows, config, window, now, fx_rates, Part(index, count))
 
 
 def newest_update(rows: pl.LazyFrame, config: PipelineConfig, until: datetime) -> datetime | None:

@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -115,6 +115,7 @@ class LoadResult:
     rows_loaded: int
     rows_rejected: int
     rows_deduplicated: int
+    fx_rates: int  # rates of the FX input stored with the load
 
     @property
     def balanced(self) -> bool:
@@ -350,25 +351,21 @@ def write_load(
     con: duckdb.DuckDBPyConnection | Session,
     source: str,
     window: LoadWindow,
-    batch: LoadBatch,
+    batches: Iterable[LoadBatch],
     started_at: datetime,
     hash_emails: bool,
     replace: Literal["window", "orders", "source"] = "window",
     watermark: datetime | None = None,
 ) -> LoadResult:
-    """Replaces rows of `source` with the batch, and records the load, atomically. What is
-    replaced: the window's days and the batch's orders ("window", file loads); only the
-    batch's orders ("orders", a watermark load, which reads changed orders of any date); or
-    everything ("source", a full read of a database). `watermark` is stored with the load."""
+    """Replaces rows of `source` with the batches, and records the load, atomically. What is
+    replaced: the window's days and the batches' orders ("window", file loads); only the
+    batches' orders ("orders", a watermark load, which reads changed orders of any date); or
+    everything ("source", a full read of a database). Batches hold disjoint orders (the parts
+    of `validate_in_parts`), each taken as it comes. `watermark` is stored with the load."""
     con = as_session(con)
     raw = con.raw_schema
     con.execute(raw_ddl(raw))
     load_id = uuid.uuid4().hex
-    # DuckDB reads a frame of one chunk much faster than one of many (as a scan leaves it).
-    con.register("batch_orders", batch.orders.rechunk())
-    con.register("batch_rejected", batch.rejected)
-    con.register("batch_fx_rates", _fx_rates_frame(batch))
-    email = con.email_hash_sql("batch_orders.customer_email") if hash_emails else "null"
     first = "null" if window.first is None else f"date '{window.first.isoformat()}'"
     in_window = {
         "window": f"order_date <= date '{window.last.isoformat()}'"
@@ -385,53 +382,28 @@ def write_load(
         "(select raw_record from batch_rejected where order_id is null)",
         "source": "true",
     }[replace]
+    rows_read = rows_deduplicated = 0
+    fx_rates = None
     con.execute("begin transaction")
     try:
         sequence = con.execute(
             f"select coalesce(max(load_sequence), 0) + 1 from {raw}.load_audit"
         ).fetchone()[0]
-        # The batch holds every row of each order it touches (validate reads orders whole), so
-        # it replaces those orders in both tables, wherever they were placed before; and the
-        # window's days, where an order may have left. Loads in any order end alike.
-        batch_ids = (
-            "select order_id from batch_orders "
-            "union all select order_id from batch_rejected where order_id is not null"
-        )
         con.execute(
-            f"delete from {raw}.orders where source = $source and ({in_window} "
-            f"or order_id in ({batch_ids}))",
-            {"source": source},
-        )
-        con.execute(
-            f"delete from {raw}.rejected_orders where source = $source and "
-            f"({in_window} or {unplaced} or order_id in ({batch_ids}))",
-            {"source": source},
+            f"delete from {raw}.orders where source = $source and {in_window}", {"source": source}
         )
         now = datetime.now(UTC).replace(tzinfo=None)
-        con.execute(
-            f"""
-            insert into {raw}.orders (load_id, load_sequence, source, source_row,
-                order_id, customer_id, ordered_at, order_date, updated_at, amount,
-                refunded_amount, currency, status, channel, customer_email_hash, line_count,
-                loaded_at, fx_rate, refund_rows)
-            select $load_id, $sequence, $source, source_row, order_id, customer_id, ordered_at,
-                order_date, updated_at, amount, refunded_amount, currency, status, channel,
-                {email}, line_count, $now, fx_rate, refund_rows
-            from batch_orders
-            """,
-            {"load_id": load_id, "sequence": sequence, "source": source, "now": now},
-        )
-        con.execute(
-            f"""
-            insert into {raw}.rejected_orders
-            select $load_id, $source, source_row, raw_record, reason_code, reason, order_id,
-                order_date, $now
-            from batch_rejected
-            """,
-            {"load_id": load_id, "source": source, "now": now},
-        )
+        for batch in batches:
+            _write_batch(
+                con, source, batch, load_id, sequence, now, hash_emails, unplaced, in_window
+            )
+            rows_read += batch.rows_read
+            rows_deduplicated += batch.rows_deduplicated
+            fx_rates = batch.fx_rates
         # The rates in force replace the previous ones whole: the table mirrors the FX input.
         con.execute(f"delete from {raw}.fx_rates")
+        rates = _fx_rates_frame(fx_rates)
+        con.register("batch_fx_rates", rates)
         con.execute(
             f"""
             insert into {raw}.fx_rates
@@ -451,7 +423,7 @@ def write_load(
             {"load_id": load_id},
         ).fetchone()
         result = LoadResult(
-            load_id, batch.rows_read, int(loaded), int(rejected_count), batch.rows_deduplicated
+            load_id, rows_read, int(loaded), int(rejected_count), rows_deduplicated, rates.height
         )
         con.execute(
             f"""
@@ -488,15 +460,73 @@ def write_load(
         con.execute("rollback")
         raise
     finally:
-        con.unregister("batch_orders")
-        con.unregister("batch_rejected")
-        con.unregister("batch_fx_rates")
+        for name in ("batch_orders", "batch_rejected", "batch_fx_rates"):
+            con.unregister(name)
     return result
 
 
-def _fx_rates_frame(batch: LoadBatch) -> pl.DataFrame:
-    if batch.fx_rates is not None:
-        return batch.fx_rates.select(FX_COLUMNS)
+def _write_batch(
+    con: Session,
+    source: str,
+    batch: LoadBatch,
+    load_id: str,
+    sequence: int,
+    now: datetime,
+    hash_emails: bool,
+    unplaced: str,
+    in_window: str,
+) -> None:
+    """One batch of `write_load`, inside its transaction. The batch holds every row of each
+    order it touches (validate reads orders whole), so it replaces those orders in both
+    tables, wherever they were placed before. Loads in any order end alike."""
+    raw = con.raw_schema
+    # DuckDB reads a frame of one chunk much faster than one of many (as a scan leaves it).
+    con.register("batch_orders", batch.orders.rechunk())
+    con.register("batch_rejected", batch.rejected)
+    email = con.email_hash_sql("batch_orders.customer_email") if hash_emails else "null"
+    batch_ids = (
+        "select order_id from batch_orders "
+        "union all select order_id from batch_rejected where order_id is not null"
+    )
+    con.execute(
+        f"delete from {raw}.orders where source = $source and order_id in ({batch_ids})",
+        {"source": source},
+    )
+    con.execute(
+        f"delete from {raw}.rejected_orders where source = $source and "
+        f"({in_window} or {unplaced} or order_id in ({batch_ids})) and load_id <> $load_id",
+        {"source": source, "load_id": load_id},
+    )
+    con.execute(
+        f"""
+        insert into {raw}.orders (load_id, load_sequence, source, source_row,
+            order_id, customer_id, ordered_at, order_date, updated_at, amount,
+            refunded_amount, currency, status, channel, customer_email_hash, line_count,
+            loaded_at, fx_rate, refund_rows)
+        select $load_id, $sequence, $source, source_row, order_id, customer_id, ordered_at,
+            order_date, updated_at, amount, refunded_amount, currency, status, channel,
+            {email}, line_count, $now, fx_rate, refund_rows
+        from batch_orders
+        """,
+        {"load_id": load_id, "sequence": sequence, "source": source, "now": now},
+    )
+    con.execute(
+        f"""
+        insert into {raw}.rejected_orders
+        select $load_id, $source, source_row, raw_record, reason_code, reason, order_id,
+            order_date, $now
+        from batch_rejected
+        """,
+        {"load_id": load_id, "source": source, "now": now},
+    )
+    # After a failure, write_load unregisters them once the transaction is rolled back.
+    for name in ("batch_orders", "batch_rejected"):
+        con.unregister(name)
+
+
+def _fx_rates_frame(fx_rates: pl.DataFrame | None) -> pl.DataFrame:
+    if fx_rates is not None:
+        return fx_rates.select(FX_COLUMNS)
     return pl.DataFrame(
         schema={
             "currency": pl.String,

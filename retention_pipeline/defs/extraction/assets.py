@@ -12,7 +12,7 @@ from retention_pipeline.lib.database import (
     watermark_since,
 )
 from retention_pipeline.lib.extract import scan_source_rows
-from retention_pipeline.lib.quarantine import LoadBatch, LoadWindow, newest_update, validate
+from retention_pipeline.lib.quarantine import LoadWindow, newest_update, validate_in_parts
 from retention_pipeline.lib.settings import (
     WAREHOUSE_POOL,
     active_config,
@@ -65,7 +65,7 @@ def _load_database(
     window: LoadWindow,
     config: RawLoadConfig,
     started_at: datetime,
-) -> tuple[LoadBatch, LoadResult]:
+) -> LoadResult:
     """Reads the rows changed since the source's watermark (every row on the first run, on a
     full re-sync, or without a mapped updated_at) and replaces the orders read, whatever
     their order date; `window` holds every order date up to the run's last day."""
@@ -82,7 +82,6 @@ def _load_database(
             + (f"updated since {since} ({pipeline.source_timezone})" if since else "in full")
         )
         rows = scan_database_rows(pipeline, spill)
-        batch = validate(rows, pipeline, window, started_at)
         watermark = None
         if "updated_at" in source.columns:
             # Rows of later days are not loaded by this run: the watermark stays before them.
@@ -90,18 +89,17 @@ def _load_database(
                 rows, pipeline, _day_end(window.last, pipeline.reporting_timezone)
             )
             watermark = max((w for w in (previous, newest) if w is not None), default=None)
-    with open_warehouse(pipeline) as con:
-        result = write_load(
-            con,
-            source.name,
-            window,
-            batch,
-            started_at,
-            hash_emails="customer_email" in source.columns,
-            replace="source" if previous is None else "orders",
-            watermark=watermark,
-        )
-    return batch, result
+        with open_warehouse(pipeline) as con:
+            return write_load(
+                con,
+                source.name,
+                window,
+                validate_in_parts(rows, pipeline, window, started_at),
+                started_at,
+                hash_emails="customer_email" in source.columns,
+                replace="source" if previous is None else "orders",
+                watermark=watermark,
+            )
 
 
 @dg.multi_asset(
@@ -153,11 +151,11 @@ def raw_orders(context: dg.AssetExecutionContext, config: RawLoadConfig):
     try:
         if pipeline.source.is_database:
             window = LoadWindow(first=None, last=window.last)
-            batch, result = _load_database(context, pipeline, window, config, started_at)
+            result = _load_database(context, pipeline, window, config, started_at)
         else:
-            batch = validate(scan_source_rows(pipeline), pipeline, window, started_at)
+            batches = validate_in_parts(scan_source_rows(pipeline), pipeline, window, started_at)
             with open_warehouse(pipeline) as con:
-                result = write_load(con, source, window, batch, started_at, hash_emails)
+                result = write_load(con, source, window, batches, started_at, hash_emails)
     except Exception as exc:
         with open_warehouse(pipeline) as con:
             record_failed_load(con, source, window, started_at, str(exc))
@@ -191,7 +189,7 @@ def raw_orders(context: dg.AssetExecutionContext, config: RawLoadConfig):
         asset_key=RAW_FX_RATES,
         metadata={
             "load_id": result.load_id,
-            "rates": 0 if batch.fx_rates is None else batch.fx_rates.height,
+            "rates": result.fx_rates,
         },
     )
     yield dg.AssetCheckResult(
