@@ -252,6 +252,7 @@ def _dataset(orders: int) -> Path:
                     pl.when(pl.col(c) != "")
                     .then(pl.format("{}-{}", chunk, pl.col(c)))
                     .otherwise(pl.col(c))
+                    .alias(c)
                     for c in ("order_id", "customer_id", "customer_email")
                 )
             write_orders(frame, folder / f"history-{chunk:03d}.parquet")
