@@ -158,6 +158,10 @@ def _hmac_pads() -> tuple[str, str]:
     return bytes(b ^ 0x36 for b in block).hex(), bytes(b ^ 0x5C for b in block).hex()
 
 
+def _sql_path(path: str | Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
 class DuckDBSession:
     """The raw layer's statements on a DuckDB connection, which speaks them natively."""
 
@@ -165,15 +169,27 @@ class DuckDBSession:
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
+        self._files: dict[str, Path] = {}
 
     def execute(self, sql: str, params: dict | None = None):
         return self.con.execute(sql, params)
 
     def register(self, name: str, frame: pl.DataFrame) -> None:
-        self.con.register(name, frame)
+        """`frame` as the temporary view `name`, read from a Parquet file: what DuckDB inserts
+        from a registered frame stays in memory until the transaction ends (30M orders loaded
+        in parts held 10 GiB), and what it reads from a file does not."""
+        handle, path = tempfile.mkstemp(prefix=f"retention-{name}-", suffix=".parquet")
+        os.close(handle)
+        self._files[name] = Path(path)
+        frame.write_parquet(path)
+        self.con.execute(
+            f'create or replace temp view "{name}" as select * from read_parquet({_sql_path(path)})'
+        )
 
     def unregister(self, name: str) -> None:
-        self.con.unregister(name)
+        self.con.execute(f'drop view if exists temp."{name}"')
+        if name in self._files:
+            self._files.pop(name).unlink(missing_ok=True)
 
     @staticmethod
     def email_hash_sql(column: str) -> str:
@@ -400,6 +416,7 @@ def write_load(
             rows_read += batch.rows_read
             rows_deduplicated += batch.rows_deduplicated
             fx_rates = batch.fx_rates
+            del batch  # so that it is gone while the next part is validated
         # The rates in force replace the previous ones whole: the table mirrors the FX input.
         con.execute(f"delete from {raw}.fx_rates")
         rates = _fx_rates_frame(fx_rates)
