@@ -18,7 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from retention_pipeline.lib.config import PipelineConfig
-from retention_pipeline.lib.warehouse import connect, pg_connect, postgres_tables, quote_identifier
+from retention_pipeline.lib.warehouse import (
+    connect,
+    pg_connect,
+    postgres_tables,
+    quote_identifier,
+    sql_path,
+)
 
 PARQUET_LINK = "parquet"
 # Retired PostgreSQL schemas a reader still holds are dropped at a later publish; this long
@@ -55,10 +61,6 @@ def published_location(config: PipelineConfig) -> str:
     return f"PostgreSQL schema {warehouse.published} (role {warehouse.reader_role})"
 
 
-def _sql_string(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
 def _publish_duckdb(config: PipelineConfig, version: str) -> Published:
     target = snapshot_path(config)
     folder = config.publish_dir
@@ -77,12 +79,12 @@ def _publish_duckdb(config: PipelineConfig, version: str) -> Published:
                 "order by table_name"
             ).fetchall()
         ]
-        con.execute(f"attach {_sql_string(partial)} as snapshot")
+        con.execute(f"attach {sql_path(partial)} as snapshot")
         try:
             for table in tables:
                 # Views (the wide cohort pivot) become tables: the snapshot stands alone.
                 con.execute(f'create table snapshot."{table}" as select * from main."{table}"')
-                out = _sql_string(parquet / f"{table}.parquet")
+                out = sql_path(parquet / f"{table}.parquet")
                 con.execute(f'copy snapshot."{table}" to {out} (format parquet)')
         finally:
             con.execute("detach snapshot")

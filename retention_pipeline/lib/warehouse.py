@@ -158,7 +158,8 @@ def _hmac_pads() -> tuple[str, str]:
     return bytes(b ^ 0x36 for b in block).hex(), bytes(b ^ 0x5C for b in block).hex()
 
 
-def _sql_path(path: str | Path) -> str:
+def sql_path(path: str | Path) -> str:
+    """A file path as a SQL string literal."""
     return "'" + str(path).replace("'", "''") + "'"
 
 
@@ -183,7 +184,7 @@ class DuckDBSession:
         self._files[name] = Path(path)
         frame.write_parquet(path)
         self.con.execute(
-            f'create or replace temp view "{name}" as select * from read_parquet({_sql_path(path)})'
+            f'create or replace temp view "{name}" as select * from read_parquet({sql_path(path)})'
         )
 
     def unregister(self, name: str) -> None:
