@@ -250,7 +250,8 @@ def test_a_load_in_parts_equals_a_load_in_one_piece(tmp_path, monkeypatch, line_
     columns = {c: c for c in GENERATED_COLUMNS if c != "customer_email"}
     if line_items:
         # Each order in two lines, the second in a later file; amounts as unit prices.
-        columns |= {"unit_price": columns.pop("amount") and "unit_price", "quantity": "quantity"}
+        del columns["amount"]
+        columns |= {"unit_price": "unit_price", "quantity": "quantity"}
         orders = orders.rename({"amount": "unit_price"}).with_columns(quantity=pl.lit("1"))
         halves = [orders, orders.with_columns(unit_price=pl.lit("2.5"))]
     else:

@@ -498,8 +498,7 @@ def _write_batch(
     order it touches (validate reads orders whole), so it replaces those orders in both
     tables, wherever they were placed before. Loads in any order end alike."""
     raw = con.raw_schema
-    # DuckDB reads a frame of one chunk much faster than one of many (as a scan leaves it).
-    con.register("batch_orders", batch.orders.rechunk())
+    con.register("batch_orders", batch.orders)
     con.register("batch_rejected", batch.rejected)
     email = con.email_hash_sql("batch_orders.customer_email") if hash_emails else "null"
     batch_ids = (
