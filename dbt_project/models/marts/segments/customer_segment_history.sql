@@ -1,16 +1,27 @@
 -- One row per customer and month, from the customer's first month to the as-of month: RFM,
 -- named segment, tier and lifecycle state at the month's end (or at the as-of date).
+-- A customer's totals change only in months with orders, so they are computed once per
+-- such month (a span, until the next one) and spread over the span's months; the scores
+-- and tiers come from each month's bounds (the values at the quintile and tier positions),
+-- found from counts per value, so no step sorts the customer-months. Each row also scores
+-- the month before from that month's bounds, which gives the previous_* columns.
 -- Incremental (macros/incremental.sql): a night rebuilds the months from the first one a
--- change can reach; earlier months fold into that month's running totals, and the month
--- before it, kept in this table, gives its previous_* columns.
+-- change can reach, and computes the month before it for the bounds only.
 {{ incremental_config('months') }}
 {% set scope = incremental_scope() %}
 {% if scope is not none %}
     {% set first_rebuilt_month = first_rebuilt_month(scope) %}
     {% set month_before = period_start('month', add_days(first_rebuilt_month, -1)) %}
 {% endif %}
-{% set window_days = var('active_window_days') %}
-{% set at_risk_days = var('at_risk_days') or (window_days // 2) %}
+{% set measures = {
+    'recency': 'recency_value',
+    'frequency': 'valid_orders',
+    'monetary': 'net_revenue',
+} %}
+{% set quintile_bounds = [] %}
+{% for measure in measures %}{% for k in range(1, 5) %}
+{% do quintile_bounds.append(measure ~ '_bound_' ~ k) %}
+{% endfor %}{% endfor %}
 
 with
 
@@ -20,17 +31,12 @@ orders as (
 
 ),
 
-customers as (
-
-    select * from {{ ref('dim_customers') }}
-
-),
-
 calendar as (
 
     select * from {{ ref('int_calendar__periods') }}
+    where grain = 'month'
     {%- if scope is not none %}
-    where period_start >= {{ first_rebuilt_month }}
+        and period_start >= {{ month_before }}
     {%- endif %}
 
 ),
@@ -47,143 +53,300 @@ order_days as (
 
 ),
 
--- A gap longer than the window means the customer had churned before this order.
 order_day_gaps as (
 
     select
         customer_id,
         order_date,
+        valid_orders,
+        net_revenue,
         {{ dbt.datediff(
             'lag(order_date) over (partition by customer_id order by order_date)',
             'order_date',
             'day'
-        ) }} as days_since_previous_order
+        ) }} as days_since_previous_order,
+        {% set next_order_date =
+            'lead(order_date) over (partition by customer_id order by order_date)' %}
+        coalesce(
+            {{ period_start('month', next_order_date) }}
+            > {{ period_start('month', 'order_date') }},
+            true
+        ) as is_last_in_month
     from order_days
 
 ),
 
-{% set order_month = period_start('month', 'order_date') %}
-{% if scope is not none %}
-    {% set order_month = 'greatest(' ~ order_month ~ ', ' ~ first_rebuilt_month ~ ')' %}
-{% endif %}
 customer_months as (
 
     select
         customer_id,
-        {{ order_month }} as snapshot_month,
+        {{ period_start('month', 'order_date') }} as order_month,
         sum(valid_orders) as valid_orders,
         sum(net_revenue) as net_revenue,
-        max(order_date) as last_order_date
-    from order_days
-    group by customer_id, {{ order_month }}
+        max(order_date) as last_order_date,
+        max(case when is_last_in_month then days_since_previous_order end)
+            as last_order_gap
+    from order_day_gaps
+    group by customer_id, {{ period_start('month', 'order_date') }}
+
+),
+
+-- A customer's totals from a month with orders until the next one, and those
+-- of the span before.
+spans as (
+
+    select
+        customer_id,
+        order_month as first_month,
+        lead(order_month) over customer_months_in_order as next_order_month,
+        cast(sum(valid_orders) over running_totals as bigint) as valid_orders,
+        sum(net_revenue) over running_totals as net_revenue,
+        last_order_date,
+        last_order_gap,
+        cast(sum(valid_orders) over totals_before as bigint) as previous_valid_orders,
+        sum(net_revenue) over totals_before as previous_net_revenue,
+        lag(last_order_date) over customer_months_in_order as previous_last_order_date,
+        lag(last_order_gap) over customer_months_in_order as previous_last_order_gap
+    from customer_months
+    window
+        customer_months_in_order as (partition by customer_id order by order_month),
+        running_totals as (
+            partition by customer_id order by order_month rows unbounded preceding
+        ),
+        totals_before as (
+            partition by customer_id order by order_month
+            rows between unbounded preceding and 1 preceding
+        )
+
+),
+
+-- What the month's bounds are computed from: every customer of every month.
+month_values as (
+
+    select
+        calendar.period_index,
+        spans.customer_id,
+        spans.valid_orders,
+        spans.net_revenue,
+        -- More recent is higher.
+        -1 * {{ dbt.datediff('spans.last_order_date', 'calendar.effective_end', 'day') }}
+            as recency_value
+    from spans
+    inner join calendar
+        on
+            spans.first_month <= calendar.period_start
+            and (
+                spans.next_order_month is null
+                or spans.next_order_month > calendar.period_start
+            )
+
+),
+
+month_sizes as (
+
+    select
+        period_index,
+        count(*) as month_customers
+    from month_values
+    group by period_index
+
+),
+
+-- Per month and measure value: its customers and the customers with a lower value.
+value_counts as (
+
+    {% for measure, value in measures.items() %}
+    select
+        period_index,
+        '{{ measure }}' as measure,
+        cast({{ value }} as {{ dbt.type_numeric() }}) as measure_value,
+        count(*) as customers,
+        sum(count(*)) over (
+            partition by period_index order by {{ value }} rows unbounded preceding
+        ) - count(*) as customers_below
+    from month_values
+    group by period_index, {{ value }}
+    {{ "union all" if not loop.last }}
+    {% endfor %}
+
+),
+
+-- Ascending positions (1-based) of the values bounding the quintiles of each measure:
+-- a value's score is 1 + the bounds it is above; and of the last VIP and the last pre-VIP
+-- by net revenue descending.
+bound_positions as (
+
+    {% for measure in measures %}
+    {% for k in range(1, 5) %}
+    select
+        period_index,
+        '{{ measure }}' as measure,
+        '{{ measure }}_bound_{{ k }}' as bound,
+        ceil({{ to_double(k ~ ' * month_customers') }} / 5) as ascending_position
+    from month_sizes
+    union all
+    {% endfor %}
+    {% endfor %}
+    {% set tier_shares = {
+        'vip': var('vip_share'),
+        'pre_vip': '(' ~ var('vip_share') ~ ' + ' ~ var('pre_vip_share') ~ ')',
+    } %}
+    {% for tier, share in tier_shares.items() %}
+    select
+        period_index,
+        'monetary' as measure,
+        '{{ tier }}' as bound,
+        month_customers + 1 - floor(month_customers * {{ share }} + 0.5) as ascending_position
+    from month_sizes
+    {{ "union all" if not loop.last }}
+    {% endfor %}
+
+),
+
+bound_values as (
+
+    select
+        bound_positions.period_index,
+        bound_positions.bound,
+        value_counts.measure_value,
+        -- Among the customers with the bound's value, ordered by customer_id, how many
+        -- rank at or above the position (descending by value).
+        value_counts.customers_below + value_counts.customers + 1
+        - bound_positions.ascending_position as ties_within
+    from bound_positions
+    inner join value_counts
+        on
+            bound_positions.period_index = value_counts.period_index
+            and bound_positions.measure = value_counts.measure
+            and bound_positions.ascending_position > value_counts.customers_below
+            and bound_positions.ascending_position
+            <= value_counts.customers_below + value_counts.customers
+
+),
+
+-- The customer at a tier's last position, among those tied on its net revenue.
+tier_bound_customers as (
+
+    select
+        bound_values.period_index,
+        bound_values.bound,
+        month_values.customer_id,
+        bound_values.ties_within,
+        row_number() over (
+            partition by bound_values.period_index, bound_values.bound
+            order by month_values.customer_id
+        ) as tie_position
+    from bound_values
+    inner join month_values
+        on
+            bound_values.period_index = month_values.period_index
+            and bound_values.measure_value = month_values.net_revenue
+    where bound_values.bound in ('vip', 'pre_vip')
+
+),
+
+month_bounds as (
+
+    select
+        {% for tier in ['vip', 'pre_vip'] %}
+        max(case when bound_values.bound = '{{ tier }}' then bound_values.measure_value end)
+            as {{ tier }}_net_revenue,
+        max(
+            case
+                when
+                    tier_bound_customers.bound = '{{ tier }}'
+                    and tier_bound_customers.tie_position = tier_bound_customers.ties_within
+                    then tier_bound_customers.customer_id
+            end
+        ) as {{ tier }}_customer_id,
+        {% endfor %}
+        {% for bound in quintile_bounds %}
+        max(case when bound_values.bound = '{{ bound }}' then bound_values.measure_value end)
+            as {{ bound }},
+        {% endfor %}
+        month_sizes.period_index
+    from month_sizes
+    left join bound_values
+        on month_sizes.period_index = bound_values.period_index
+    left join tier_bound_customers
+        on
+            bound_values.period_index = tier_bound_customers.period_index
+            and bound_values.bound = tier_bound_customers.bound
+    group by month_sizes.period_index
+
+),
+
+-- Every row's month, and the month before at its end: the same span's totals, or at the
+-- span's first month those of the span before (none in the customer's first month).
+span_months as (
+
+    select
+        spans.customer_id,
+        calendar.period_start as snapshot_month,
+        calendar.period_index,
+        calendar.effective_end as snapshot_date,
+        calendar.is_complete,
+        spans.valid_orders,
+        spans.net_revenue,
+        {{ dbt.datediff('spans.last_order_date', 'calendar.effective_end', 'day') }}
+            as days_since_last_order,
+        {% for column in ['valid_orders', 'net_revenue', 'last_order_date', 'last_order_gap'] %}
+        case
+            when calendar.period_start = spans.first_month then spans.previous_{{ column }}
+            else spans.{{ column }}
+        end as before_{{ column }},
+        {% endfor %}
+        spans.last_order_gap as days_since_previous_order
+    from spans
+    inner join calendar
+        on
+            spans.first_month <= calendar.period_start
+            and (
+                spans.next_order_month is null
+                or spans.next_order_month > calendar.period_start
+            )
+    {%- if scope is not none %}
+    where calendar.period_start >= {{ first_rebuilt_month }}
+    {%- endif %}
 
 ),
 
 snapshots as (
 
     select
-        customers.customer_id,
-        calendar.period_start as snapshot_month,
-        calendar.effective_end as snapshot_date,
-        calendar.is_complete
-    from customers
-    inner join calendar
-        on
-            calendar.grain = 'month'
-            and customers.cohort_month <= calendar.period_start
-
-),
-
-running as (
-
-    select
-        snapshots.customer_id,
-        snapshots.snapshot_month,
-        snapshots.snapshot_date,
-        snapshots.is_complete,
-        cast(sum(coalesce(customer_months.valid_orders, 0)) over (
-            partition by snapshots.customer_id
-            order by snapshots.snapshot_month
-            rows unbounded preceding
-        ) as bigint) as valid_orders,
-        sum(coalesce(customer_months.net_revenue, 0)) over (
-            partition by snapshots.customer_id
-            order by snapshots.snapshot_month
-            rows unbounded preceding
-        ) as net_revenue,
-        max(customer_months.last_order_date) over (
-            partition by snapshots.customer_id
-            order by snapshots.snapshot_month
-            rows unbounded preceding
-        ) as last_order_date
-    from snapshots
-    left join customer_months
-        on
-            snapshots.customer_id = customer_months.customer_id
-            and snapshots.snapshot_month = customer_months.snapshot_month
-
-),
-
-measured as (
-
-    select
-        running.*,
-        {{ dbt.datediff('running.last_order_date', 'running.snapshot_date', 'day') }}
-            as days_since_last_order,
-        order_day_gaps.days_since_previous_order
-    from running
-    inner join order_day_gaps
-        on
-            running.customer_id = order_day_gaps.customer_id
-            and running.last_order_date = order_day_gaps.order_date
-
-),
-
--- Ties share a rank, and so a score: the lowest of the quintiles the tied values span.
-ranked as (
-
-    select
-        measured.*,
-        rank() over (
-            partition by snapshot_month order by days_since_last_order desc
-        ) as recency_rank,
-        rank() over (partition by snapshot_month order by valid_orders) as frequency_rank,
-        rank() over (partition by snapshot_month order by net_revenue) as monetary_rank,
-        row_number() over (
-            partition by snapshot_month order by net_revenue desc, customer_id asc
-        ) as revenue_position,
-        count(*) over (partition by snapshot_month) as month_customers
-    from measured
+        span_months.*,
+        {{ dbt.datediff(
+            'span_months.before_last_order_date',
+            add_days('span_months.snapshot_month', -1),
+            'day'
+        ) }} as before_days_since_last_order
+    from span_months
 
 ),
 
 scored as (
 
     select
-        ranked.*,
-        {% for measure in ['recency', 'frequency', 'monetary'] %}
-        cast(floor(
-            {{ to_double('5 * (' ~ measure ~ '_rank - 1)') }} / month_customers
-        ) as integer) + 1 as {{ measure }}_score,
-        {% endfor %}
-        case
-            when days_since_last_order >= {{ window_days }} then 'churned'
-            when days_since_last_order >= {{ at_risk_days }} then 'at_risk'
-            when days_since_previous_order is null then 'new'
-            when days_since_previous_order > {{ window_days }} then 'reactivated'
-            else 'returning'
-        end as lifecycle_state,
-        case
-            when revenue_position <= floor(month_customers * {{ var('vip_share') }} + 0.5)
-                then 'vip'
-            when
-                revenue_position <= floor(
-                    month_customers * ({{ var('vip_share') }} + {{ var('pre_vip_share') }}) + 0.5
-                )
-                then 'pre_vip'
-            else 'standard'
-        end as tier
-    from ranked
+        snapshots.*,
+        {{ quintile_score('-1 * snapshots.days_since_last_order', 'bounds', 'recency') }}
+            as recency_score,
+        {{ quintile_score('snapshots.valid_orders', 'bounds', 'frequency') }}
+            as frequency_score,
+        {{ quintile_score('snapshots.net_revenue', 'bounds', 'monetary') }}
+            as monetary_score,
+        {{ tier('snapshots.net_revenue', 'snapshots.customer_id', 'bounds') }} as tier,
+        {{ quintile_score(
+            '-1 * snapshots.before_days_since_last_order', 'bounds_before', 'recency'
+        ) }} as before_recency_score,
+        {{ quintile_score('snapshots.before_valid_orders', 'bounds_before', 'frequency') }}
+            as before_frequency_score,
+        {{ tier('snapshots.before_net_revenue', 'snapshots.customer_id', 'bounds_before') }}
+            as before_tier
+    from snapshots
+    inner join month_bounds as bounds
+        on snapshots.period_index = bounds.period_index
+    left join month_bounds as bounds_before
+        on snapshots.period_index - 1 = bounds_before.period_index
 
 ),
 
@@ -199,75 +362,27 @@ final as (
         recency_score,
         frequency_score,
         monetary_score,
-        case
-            when recency_score = 5 and frequency_score >= 4 then 'champions'
-            when recency_score >= 3 and frequency_score >= 4 then 'loyal'
-            when recency_score >= 4 and frequency_score >= 2 then 'potential_loyalists'
-            when recency_score = 5 then 'new'
-            when recency_score = 4 then 'promising'
-            when recency_score = 3 and frequency_score = 3 then 'need_attention'
-            when recency_score = 3 then 'about_to_sleep'
-            when frequency_score = 5 then 'cant_lose'
-            when frequency_score >= 3 then 'at_risk'
-            else 'hibernating'
-        end as rfm_segment,
+        {{ rfm_segment('recency_score', 'frequency_score') }} as rfm_segment,
         tier,
-        lifecycle_state,
+        {{ lifecycle_state('days_since_last_order', 'days_since_previous_order') }}
+            as lifecycle_state,
         case
-            when lifecycle_state = 'churned' and valid_orders <= {{ var('quick_churn_max_orders') }}
-                then 'quick'
-            when lifecycle_state = 'churned' then 'late'
+            when days_since_last_order < {{ var('active_window_days') }} then null
+            when valid_orders <= {{ var('quick_churn_max_orders') }} then 'quick'
+            else 'late'
         end as churn_type,
-        is_complete
+        is_complete,
+        case
+            when before_valid_orders is not null
+                then {{ rfm_segment('before_recency_score', 'before_frequency_score') }}
+        end as previous_rfm_segment,
+        case when before_valid_orders is not null then before_tier end as previous_tier,
+        case
+            when before_valid_orders is not null
+                then {{ lifecycle_state('before_days_since_last_order', 'before_last_order_gap') }}
+        end as previous_lifecycle_state
     from scored
-
-),
-
--- The month before the first rebuilt one, kept in this table (none in a whole build).
-kept_month_before as (
-
-    select
-        customer_id,
-        rfm_segment,
-        tier,
-        lifecycle_state
-    {%- if scope is not none %}
-    from {{ this }}
-    where snapshot_month = {{ month_before }}
-    {%- else %}
-    from final
-    where false
-    {%- endif %}
-
-),
-
--- A customer's first computed row has no lag: its previous month is the kept one, if any.
-with_previous as (
-
-    select
-        final.*,
-        coalesce(
-            lag(final.rfm_segment) over (
-                partition by final.customer_id order by final.snapshot_month
-            ),
-            kept_month_before.rfm_segment
-        ) as previous_rfm_segment,
-        coalesce(
-            lag(final.tier) over (
-                partition by final.customer_id order by final.snapshot_month
-            ),
-            kept_month_before.tier
-        ) as previous_tier,
-        coalesce(
-            lag(final.lifecycle_state) over (
-                partition by final.customer_id order by final.snapshot_month
-            ),
-            kept_month_before.lifecycle_state
-        ) as previous_lifecycle_state
-    from final
-    left join kept_month_before
-        on final.customer_id = kept_month_before.customer_id
 
 )
 
-select * from with_previous
+select * from final
