@@ -51,7 +51,8 @@ from retention_pipeline.lib.warehouse import open_warehouse, write_load
 
 DBT_PROJECT = ROOT / "dbt_project"
 FIRST_AS_OF = date(2024, 6, 30)
-LOOKBACK_DAYS = 3
+# Long enough that a window load re-sends orders it loaded before, most of them unchanged.
+LOOKBACK_DAYS = 30
 URL_ENV = "RETENTION_TEST_INCREMENTAL_URL"
 TWINS = ("the whole rebuild", "the incremental build")
 # The CLV marts read tables the CLV step writes; they are not incremental.
@@ -138,17 +139,27 @@ class Warehouse:
 
     def rebuilt_whole(self) -> bool:
         """Whether the last build signalled a whole rebuild (a change row without an order)."""
+        return self._last_changes("count(*) > 0", "order_id is null")[0][0]
+
+    def changed_orders(self, lineage_only: bool = False) -> set[str]:
+        """The orders the last build counted as changed for the models downstream (not
+        those only re-sent unchanged), or with `lineage_only` those re-sent unchanged."""
+        condition = "is_lineage_only" if lineage_only else "not is_lineage_only"
+        rows = self._last_changes("distinct order_id", condition)
+        return {order_id for (order_id,) in rows if order_id is not None}
+
+    def _last_changes(self, select: str, where: str) -> list[tuple]:
         schema = "intermediate" if self.engine == "duckdb" else f"{self.schema}_intermediate"
         sql = (
-            f"select count(*) > 0 from {schema}.incremental_changes where order_id is null "
+            f"select {select} from {schema}.incremental_changes where {where} "
             f"and changed_at = (select max(built_at) from {schema}.incremental_builds)"
         )
         if self.engine == "duckdb":
             with duckdb.connect(str(self.work / "warehouse.duckdb"), read_only=True) as con:
-                return con.execute(sql).fetchone()[0]
+                return con.execute(sql).fetchall()
         cursor = self.pg.cursor()
         cursor.execute(sql)
-        return cursor.fetchone()[0]
+        return cursor.fetchall()
 
     def close(self) -> None:
         if self.engine == "postgres":
@@ -211,6 +222,27 @@ def changed_only(before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
     return after.join(before, on=after.columns, how="anti", nulls_equal=True)
 
 
+def dated_in(orders: pl.DataFrame, window: LoadWindow) -> set[str]:
+    """The orders a file load of `window` lands."""
+    order_date = pl.col("ordered_at").str.slice(0, 10).str.to_date()
+    after_first = True if window.first is None else order_date >= window.first
+    return set(orders.filter(after_first, order_date <= window.last)["order_id"])
+
+
+def orders_that_may_change(
+    before: pl.DataFrame, after: pl.DataFrame, landed: set[str], as_of_dates: tuple[date, date]
+) -> set[str]:
+    """The orders a night can change: new, different or vanished in the source, landed for
+    the first time, and dated between the previous and the current as-of date (the move
+    brings them in or drops them)."""
+    changed = changed_only(before, after)["order_id"].to_list()
+    vanished = set(before["order_id"]) - set(after["order_id"])
+    moved = dated_in(pl.concat([before, after]), LoadWindow(None, max(as_of_dates))) - dated_in(
+        pl.concat([before, after]), LoadWindow(None, min(as_of_dates))
+    )
+    return {*changed, *vanished, *landed, *moved}
+
+
 @settings(
     max_examples=2,
     deadline=None,
@@ -225,7 +257,9 @@ def test_incremental_nights_equal_full_rebuilds(tmp_path_factory, engine, seed, 
     warehouse = Warehouse(engine, tmp_path_factory.mktemp("incremental"))
     try:
         orders = shop(120, seed)
-        warehouse.land(orders, LoadWindow(first=None, last=FIRST_AS_OF), "window")
+        first_window = LoadWindow(first=None, last=FIRST_AS_OF)
+        warehouse.land(orders, first_window, "window")
+        loaded = dated_in(orders, first_window)
         warehouse.build(FIRST_AS_OF)
         day = as_of = FIRST_AS_OF
         for _ in range(nights):
@@ -234,12 +268,24 @@ def test_incremental_nights_equal_full_rebuilds(tmp_path_factory, engine, seed, 
             if rng.random() < 0.5:
                 window = LoadWindow(first=day - timedelta(days=LOOKBACK_DAYS), last=day)
                 warehouse.land(orders, window, "window")
+                landed = dated_in(orders, window)
             else:
                 changed = changed_only(before, orders)
                 warehouse.land(changed, LoadWindow(first=None, last=day), "orders")
+                landed = set(changed["order_id"])
+            previous_as_of = as_of
             as_of = rng.choice([day, day, as_of, as_of - timedelta(days=rng.randint(1, 45))])
             warehouse.build(as_of)
             assert not warehouse.rebuilt_whole(), f"night of {day}: a model rebuilt whole"
+            # Orders a load re-sent unchanged count as lineage changes only.
+            may_change = orders_that_may_change(
+                before, orders, landed - loaded, (previous_as_of, as_of)
+            )
+            unexpected = warehouse.changed_orders() - may_change
+            assert not unexpected, f"night of {day}: counted as changed: {sorted(unexpected)}"
+            resent = (landed & loaded) - may_change
+            assert resent <= warehouse.changed_orders(lineage_only=True), f"night of {day}"
+            loaded |= landed
             incremental, rebuilt = warehouse.tables(), warehouse.tables(rebuilt=True)
             assert sorted(incremental) == sorted(rebuilt)
             problems = [

@@ -4,7 +4,8 @@
 
    - stg_orders__orders records every order a new load touched (its new version, and its
      previous one with the customer and date it had), and every order a new load's window
-     may have deleted;
+     may have deleted; an order re-sent unchanged (the same content, a new load_id and
+     source_row) counts as a lineage change only, which no model rebuilds for;
    - fct_orders records the orders that the as-of date's move brings in or drops;
    - each model applies the changes recorded since its own last build, so a model that
      failed or was skipped one night catches up the next.
@@ -16,14 +17,16 @@
 
 {# The config of an incremental model: `kind` says which rows a night rebuilds
    (rebuilt_rows); `records` which changes it records for the models downstream: 'loads'
-   (stg_orders__orders) or 'as_of' (fct_orders). #}
-{% macro incremental_config(kind, records=none) %}
+   (stg_orders__orders) or 'as_of' (fct_orders); `lineage` that it carries the orders'
+   load_id, source and source_row, which it updates for the orders re-sent unchanged. #}
+{% macro incremental_config(kind, records=none, lineage=false) %}
     {%- set records_literal = "'" ~ records ~ "'" if records else 'none' -%}
     {{ config(
         materialized='table' if target.type == 'spark' else 'incremental',
         incremental_strategy='append',
         on_schema_change='sync_all_columns',
-        pre_hook="{{ delete_rebuilt_rows('" ~ kind ~ "', " ~ records_literal ~ ") }}",
+        pre_hook="{{ delete_rebuilt_rows('" ~ kind ~ "', " ~ records_literal ~ ", "
+            ~ lineage ~ ") }}",
         post_hook="{{ record_build(" ~ records_literal ~ ") }}",
     ) }}
 {% endmacro %}
@@ -66,8 +69,15 @@
             changed_at timestamp not null,
             order_id varchar,
             customer_id varchar,
-            order_date date
+            order_date date,
+            version_hash varchar(32),
+            is_lineage_only boolean default false
         );
+        {# Added after the first release: a warehouse of then gains them. #}
+        alter table {{ intermediate_table('incremental_changes') }}
+            add column if not exists version_hash varchar(32);
+        alter table {{ intermediate_table('incremental_changes') }}
+            add column if not exists is_lineage_only boolean default false;
     {% endif %}
 {% endmacro %}
 
@@ -91,6 +101,7 @@
     {% set changes = run_query(
         "select count(*) - count(order_date), min(order_date) from "
         ~ intermediate_table('incremental_changes') ~ " where " ~ since
+        ~ " and not is_lineage_only"
     ) %}
     {% if changes.rows[0][0] > 0 %}
         {{ return(none) }}
@@ -115,7 +126,7 @@
     {%- elif kind == 'customers' -%}
         customer_id in (
             select customer_id from {{ changes }}
-            where {{ scope.since }} and customer_id is not null
+            where {{ scope.since }} and customer_id is not null and not is_lineage_only
         )
     {%- elif kind == 'months' -%}
         snapshot_month >= {{ first_rebuilt_month(scope) }}
@@ -145,14 +156,18 @@
 
 {# Pre-hook: removes the rows this model is about to rebuild, all of them when it rebuilds
    whole; first the changes it `records`: the orders loads touched, or the orders the as-of
-   date's move brings in or drops. #}
-{% macro delete_rebuilt_rows(kind, records) %}
+   date's move brings in or drops; and with `lineage`, updates the lineage of the orders
+   re-sent unchanged. #}
+{% macro delete_rebuilt_rows(kind, records, lineage) %}
     {% if is_incremental() %}
         {% set scope = incremental_scope() %}
         {% if scope is not none and records == 'loads' %}
             {{ record_loaded_changes(scope) }};
         {% elif scope is not none and records == 'as_of' %}
             {{ record_as_of_changes(scope) }};
+        {% endif %}
+        {% if scope is not none and lineage %}
+            {{ refresh_lineage(scope) }};
         {% endif %}
         delete from {{ this }}
         {% if scope is not none %} where {{ rebuilt_rows(kind, scope) }} {% endif %}
@@ -176,9 +191,16 @@
         ) as latest
     );
     insert into {{ intermediate_table('incremental_changes') }}
-    select {{ build_stamp() }}, order_id, customer_id, order_date from {{ loaded }}
+    select {{ build_stamp() }}, order_id, customer_id, order_date, null, false
+    from {{ loaded }}
     union all
-    select {{ build_stamp() }}, previous.order_id, previous.customer_id, previous.order_date
+    select
+        {{ build_stamp() }},
+        previous.order_id,
+        previous.customer_id,
+        previous.order_date,
+        {{ version_hash('previous') }},
+        false
     from {{ this }} as previous
     where
         previous.order_id in (select order_id from {{ loaded }})
@@ -202,10 +224,61 @@
         )
 {% endmacro %}
 
+{# What a version of an order holds besides its lineage (load_id, source, source_row), as
+   one hash: equal hashes, the same order for every model downstream. #}
+{% macro version_hash(alias) -%}
+    {%- set columns = [
+        'customer_id', 'ordered_at', 'order_date', 'updated_at', 'gross_amount',
+        'refunded_amount', 'currency', 'fx_rate', 'original_gross_amount',
+        'original_refunded_amount', 'order_status', 'source_status', 'channel',
+        'customer_email_hash', 'line_count', 'refund_rows',
+    ] -%}
+    md5(
+        {%- for column in columns %}
+        coalesce(cast({{ alias }}.{{ column }} as {{ dbt.type_string() }}), '~')
+        {{- " || '|' ||" if not loop.last }}
+        {%- endfor %}
+    )
+{%- endmacro %}
+
+{# Post-hook of the model recording loads: the orders of this build whose new version hashes
+   like the one it replaced were re-sent unchanged; their changes are lineage only. #}
+{% macro mark_lineage_only_changes() %}
+    {%- set changes = intermediate_table('incremental_changes') -%}
+    update {{ changes }} set is_lineage_only = true
+    where
+        changed_at = {{ build_stamp() }}
+        and order_id in (
+            select previous.order_id
+            from {{ changes }} as previous
+            inner join {{ this }} as current_version
+                on previous.order_id = current_version.order_id
+            where
+                previous.changed_at = {{ build_stamp() }}
+                and previous.version_hash = {{ version_hash('current_version') }}
+        )
+{% endmacro %}
+
+{# The orders re-sent unchanged since this model's last build take their current lineage. #}
+{% macro refresh_lineage(scope) %}
+    update {{ this }} as orders
+    set
+        load_id = current_version.load_id,
+        source = current_version.source,
+        source_row = current_version.source_row
+    from {{ ref('int_orders__classified') }} as current_version
+    where
+        orders.order_id = current_version.order_id
+        and orders.order_id in (
+            select order_id from {{ intermediate_table('incremental_changes') }}
+            where {{ scope.since }} and is_lineage_only
+        )
+{% endmacro %}
+
 {# Orders dated between the previous and the current as-of date: the move adds or drops them. #}
 {% macro record_as_of_changes(scope) %}
     insert into {{ intermediate_table('incremental_changes') }}
-    select {{ build_stamp() }}, order_id, customer_id, order_date
+    select {{ build_stamp() }}, order_id, customer_id, order_date, null, false
     from {{ ref('int_orders__classified') }}
     where
         order_date > least({{ date_literal(scope.as_of_date) }}, {{ current_as_of_date() }})
@@ -217,9 +290,12 @@
    upstream of the as-of date, so its build has none. #}
 {% macro record_build(records) %}
     {% if target.type != 'spark' %}
-        {% if records and incremental_scope() is none %}
+        {% set scope = incremental_scope() if records else none %}
+        {% if records and scope is none %}
             insert into {{ intermediate_table('incremental_changes') }}
-            values ({{ build_stamp() }}, null, null, null);
+            values ({{ build_stamp() }}, null, null, null, null, false);
+        {% elif records == 'loads' %}
+            {{ mark_lineage_only_changes() }};
         {% endif %}
         insert into {{ intermediate_table('incremental_builds') }}
         select

@@ -1,6 +1,6 @@
 -- One row per valid order (a purchase) on or before the as-of date.
 -- Incremental (macros/incremental.sql): a night rebuilds the changed customers' orders.
-{{ incremental_config('customers', records='as_of') }}
+{{ incremental_config('customers', records='as_of', lineage=true) }}
 {% set scope = incremental_scope() %}
 
 with
