@@ -245,17 +245,25 @@
    like the one it replaced were re-sent unchanged; their changes are lineage only. #}
 {% macro mark_lineage_only_changes() %}
     {%- set changes = intermediate_table('incremental_changes') -%}
+    {#- Hashes only the rebuilt orders' new versions: hashing every order cost seconds. #}
     update {{ changes }} set is_lineage_only = true
     where
         changed_at = {{ build_stamp() }}
         and order_id in (
             select previous.order_id
             from {{ changes }} as previous
-            inner join {{ this }} as current_version
+            inner join (
+                select order_id, {{ version_hash('rebuilt') }} as version_hash
+                from {{ this }} as rebuilt
+                where order_id in (
+                    select order_id from {{ changes }}
+                    where changed_at = {{ build_stamp() }} and version_hash is not null
+                )
+            ) as current_version
                 on previous.order_id = current_version.order_id
             where
                 previous.changed_at = {{ build_stamp() }}
-                and previous.version_hash = {{ version_hash('current_version') }}
+                and previous.version_hash = current_version.version_hash
         )
 {% endmacro %}
 
@@ -266,13 +274,15 @@
         load_id = current_version.load_id,
         source = current_version.source,
         source_row = current_version.source_row
-    from {{ ref('int_orders__classified') }} as current_version
-    where
-        orders.order_id = current_version.order_id
-        and orders.order_id in (
+    from (
+        select order_id, load_id, source, source_row
+        from {{ ref('int_orders__classified') }}
+        where order_id in (
             select order_id from {{ intermediate_table('incremental_changes') }}
             where {{ scope.since }} and is_lineage_only
         )
+    ) as current_version
+    where orders.order_id = current_version.order_id
 {% endmacro %}
 
 {# Orders dated between the previous and the current as-of date: the move adds or drops them. #}
