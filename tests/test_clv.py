@@ -5,6 +5,7 @@ parameters from simulated customers, and what a rejected fit leaves published.""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from retention_pipeline.lib.clv.predict import (
     forecast_periods,
     holdout_evaluation,
 )
-from retention_pipeline.lib.clv.summary import customer_summary
+from retention_pipeline.lib.clv.summary import OrderHistory
 from retention_pipeline.lib.config import ClvConfig
 
 CDNOW = (ROOT / ".." / "shared" / "data" / "cdnow").resolve()
@@ -84,8 +85,14 @@ def sample_orders() -> pl.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def calibration(sample_orders) -> pl.DataFrame:
-    return customer_summary(sample_orders, CALIBRATION_END, "week", holdout_end=HOLDOUT_END)
+def sample_history(sample_orders) -> Iterator[OrderHistory]:
+    with OrderHistory.of_frame(sample_orders) as history:
+        yield history
+
+
+@pytest.fixture(scope="module")
+def calibration(sample_history) -> pl.DataFrame:
+    return sample_history.summary(CALIBRATION_END, "week", holdout_end=HOLDOUT_END)
 
 
 @pytest.fixture(scope="module")
@@ -165,9 +172,9 @@ def test_the_holdout_evaluation_on_cdnow(fitted, calibration):
 
 
 @needs_cdnow
-def test_the_clv_run_on_cdnow_splits_at_the_papers_calibration_end(sample_orders):
+def test_the_clv_run_on_cdnow_splits_at_the_papers_calibration_end(sample_history):
     """As of the last day, the default holdout is the later half: 1997-09-30 onwards."""
-    run = run_clv(sample_orders, HOLDOUT_END, ClvConfig(), fitted_at=None)
+    run = run_clv(sample_history, HOLDOUT_END, ClvConfig(), fitted_at=None)
     assert run.fits_accepted
     holdout = run.fit_attempts.filter(purpose="holdout")
     assert holdout["calibration_end"].unique().to_list() == [CALIBRATION_END]
@@ -181,6 +188,118 @@ def test_the_clv_run_on_cdnow_splits_at_the_papers_calibration_end(sample_orders
     # The backtest forecast Oct 1997 to Jun 1998 from 1997-09-30: nine months ahead.
     assert forecast["backtest_orders_error"].drop_nulls().len() == 9
     assert forecast["backtest_orders_error"].abs().max() < 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# The summary, computed in SQL, against a hand-worked example and a plain-Python one
+# --------------------------------------------------------------------------------------------
+
+DAY_ONE = date(2024, 3, 1)
+
+
+def order_frame(rows: list[tuple[str, int, float]]) -> pl.DataFrame:
+    """Orders from (customer, day number from DAY_ONE, amount) tuples."""
+    return pl.DataFrame(
+        {
+            "customer_id": [r[0] for r in rows],
+            "order_date": [DAY_ONE + timedelta(days=r[1]) for r in rows],
+            "net_amount": [r[2] for r in rows],
+        }
+    )
+
+
+def test_the_summary_of_a_hand_worked_customer():
+    # a: two orders on day 0 (one purchase day of 15), repeats on days 7 and 14, one in the
+    # holdout (day 24); b: first order after the calibration end, so not in the summary.
+    orders = order_frame(
+        [("a", 0, 10.0), ("a", 0, 5.0), ("a", 7, 20.0), ("a", 14, 30.0), ("a", 24, 12.0)]
+        + [("b", 22, 9.0)]
+    )
+    with OrderHistory.of_frame(orders) as history:
+        end = DAY_ONE + timedelta(days=21)
+        summary = history.summary(end, "week", holdout_end=end + timedelta(days=7))
+        months = history.monthly_activity(DAY_ONE + timedelta(days=31))
+        daily = history.daily_activity(DAY_ONE + timedelta(days=7))
+    assert summary.to_dicts() == [
+        {
+            "customer_id": "a",
+            "first_purchase_date": DAY_ONE,
+            "frequency": 2.0,  # days 7 and 14
+            "recency": 2.0,  # 14 days
+            "age": 3.0,  # 21 days
+            "monetary_value": 25.0,  # (20 + 30) / 2
+            "first_day_spend": 15.0,
+            "total_spend": 65.0,
+            "holdout_purchases": 1.0,
+            "holdout_spend": 12.0,
+        }
+    ]
+    assert months.to_dicts() == [
+        # March: a's 5 orders on 4 days (day 24 is March 25), b's one; both first bought then.
+        {"month": DAY_ONE, "orders": 6, "revenue": 86.0, "purchase_days": 5, "new_customers": 2}
+    ]
+    assert daily.to_dicts() == [
+        {"order_date": DAY_ONE, "orders": 2, "revenue": 15.0},
+        {"order_date": DAY_ONE + timedelta(days=7), "orders": 1, "revenue": 20.0},
+    ]
+
+
+def plain_summary(rows, calibration_day: int, holdout_day: int, unit: float) -> dict:
+    """The summary by the definition, customer by customer, in plain Python."""
+    days: dict[str, dict[int, float]] = {}
+    for customer, day, amount in rows:
+        spends = days.setdefault(customer, {})
+        spends[day] = spends.get(day, 0.0) + amount
+    summary = {}
+    for customer, spends in days.items():
+        calibration = sorted(d for d in spends if d <= calibration_day)
+        if not calibration:
+            continue
+        first, repeats = calibration[0], calibration[1:]
+        holdout = [d for d in spends if calibration_day < d <= holdout_day]
+        summary[customer] = {
+            "frequency": len(repeats),
+            "recency": (calibration[-1] - first) / unit,
+            "age": (calibration_day - first) / unit,
+            "monetary_value": sum(spends[d] for d in repeats) / len(repeats) if repeats else None,
+            "first_day_spend": spends[first],
+            "total_spend": sum(spends[d] for d in calibration),
+            "holdout_purchases": len(holdout),
+            "holdout_spend": sum(spends[d] for d in holdout),
+        }
+    return summary
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from("abcdefg"),
+            st.integers(0, 90),
+            st.integers(1, 10_000).map(lambda cents: cents / 100),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    calibration_day=st.integers(0, 90),
+    holdout_days=st.integers(0, 30),
+    unit=st.sampled_from(["day", "week"]),
+)
+def test_the_summary_follows_the_definition(rows, calibration_day, holdout_days, unit):
+    end = DAY_ONE + timedelta(days=calibration_day)
+    with OrderHistory.of_frame(order_frame(rows)) as history:
+        summary = history.summary(end, unit, end + timedelta(days=holdout_days))
+    expected = plain_summary(
+        rows, calibration_day, calibration_day + holdout_days, 7.0 if unit == "week" else 1.0
+    )
+    assert summary["customer_id"].to_list() == sorted(expected)
+    for row in summary.iter_rows(named=True):
+        plain = expected[row["customer_id"]]
+        for column, value in plain.items():
+            if value is None:
+                assert row[column] is None, column
+            else:
+                assert row[column] == pytest.approx(value, rel=1e-12, abs=1e-9), column
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,7 +568,8 @@ def test_a_rejected_fit_keeps_the_previous_parameters():
             "fitted_at": None,
         }
     )
-    run = run_clv(one_time_buyers(), as_of, ClvConfig(), previous_params=previous)
+    with OrderHistory.of_frame(one_time_buyers()) as history:
+        run = run_clv(history, as_of, ClvConfig(), previous_params=previous)
     assert not run.fits_accepted
     assert "gamma_gamma" in {r.model for r in run.rejected}
     assert set(run.kept_previous) == {r.model for r in run.rejected}
@@ -465,7 +585,8 @@ def test_a_rejected_fit_keeps_the_previous_parameters():
 
 
 def test_without_previous_parameters_nothing_is_published():
-    run = run_clv(one_time_buyers(), date(2024, 9, 30), ClvConfig())
+    with OrderHistory.of_frame(one_time_buyers()) as history:
+        run = run_clv(history, date(2024, 9, 30), ClvConfig())
     assert not run.fits_accepted
     rejected = {r.model for r in run.rejected}
     assert run.model_params.filter(pl.col("model").is_in(rejected)).is_empty()
@@ -539,12 +660,12 @@ def test_the_holdout_split():
 
 @needs_cdnow
 @pytest.mark.parametrize("cls", [BgNbd, ParetoNbd])
-def test_days_and_weeks_give_the_same_model(sample_orders, cls):
+def test_days_and_weeks_give_the_same_model(sample_history, cls):
     """Rates scale with the time unit and nothing else changes: α (and β) in days are 7 ×
     those in weeks, the log-likelihoods differ by Σx·log 7, predictions agree."""
     fits = {}
     for unit in ("week", "day"):
-        summary = customer_summary(sample_orders, CALIBRATION_END, unit)
+        summary = sample_history.summary(CALIBRATION_END, unit)
         rows = summary_rows(summary["frequency"], summary["recency"], summary["age"])
         fits[unit] = (summary, *cls.fit(rows))
     (weeks, week_model, week_fit), (days, day_model, day_fit) = fits["week"], fits["day"]
@@ -561,9 +682,9 @@ def test_days_and_weeks_give_the_same_model(sample_orders, cls):
 
 
 def test_no_valid_order_yet_gives_empty_tables_and_no_rejection():
-    orders = one_time_buyers().clear()
     for as_of in (None, date(2024, 9, 30)):
-        run = run_clv(orders, as_of, ClvConfig())
+        with OrderHistory.of_frame(one_time_buyers().clear()) as history:
+            run = run_clv(history, as_of, ClvConfig())
         assert run.fits_accepted
         assert run.customer_predictions.is_empty()
         assert run.model_params.is_empty() and run.forecast_monthly.is_empty()

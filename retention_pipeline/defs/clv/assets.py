@@ -1,6 +1,7 @@
 import dagster as dg
 
 from retention_pipeline.lib.clv.pipeline import run_clv
+from retention_pipeline.lib.clv.summary import OrderHistory
 from retention_pipeline.lib.settings import WAREHOUSE_POOL, active_config, daily_partitions
 from retention_pipeline.lib.warehouse import (
     model_schemas,
@@ -78,12 +79,7 @@ def clv_models(context: dg.AssetExecutionContext):
     with open_warehouse(config) as session:
         raw = session.raw_schema
         as_of = read_frame(session, f"select as_of_date from {intermediate}.int_run__as_of").item()
-        orders = read_frame(
-            session,
-            "select customer_id, order_date, cast(net_amount as double precision) as net_amount "
-            # In a fixed order: the same orders give the same fit to the last bit.
-            f"from {marts}.fct_orders order by customer_id, order_date, order_id",
-        )
+        orders = OrderHistory(session, f"{marts}.fct_orders")
         previous = None
         if table_exists(session, config.raw_schema, f"{TABLE_PREFIX}model_params"):
             previous = read_frame(session, f"select * from {raw}.{TABLE_PREFIX}model_params")

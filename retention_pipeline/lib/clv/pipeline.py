@@ -26,12 +26,7 @@ from retention_pipeline.lib.clv.predict import (
     month_length,
     monthly_forecast,
 )
-from retention_pipeline.lib.clv.summary import (
-    DAYS_PER_UNIT,
-    SUMMARY_SCHEMA,
-    customer_summary,
-    monthly_activity,
-)
+from retention_pipeline.lib.clv.summary import DAYS_PER_UNIT, SUMMARY_SCHEMA, OrderHistory
 from retention_pipeline.lib.config import ClvConfig
 
 FORECAST_MONTHS = 12
@@ -96,7 +91,7 @@ def holdout_split(first_order: date, as_of: date, holdout_days: int | None) -> d
 
 
 def run_clv(
-    orders: pl.DataFrame,
+    orders: OrderHistory,
     as_of: date | None,
     config: ClvConfig,
     *,
@@ -104,14 +99,13 @@ def run_clv(
     previous_params: pl.DataFrame | None = None,
     fitted_at: datetime | None = None,
 ) -> ClvRun:
-    """`orders`: valid orders (customer_id, order_date, net_amount) up to `as_of`."""
+    """`orders`: the valid orders; those after `as_of` are left out."""
     fitted_at = (fitted_at or datetime.now()).replace(microsecond=0, tzinfo=None)
     unit = config.time_unit
     count_cls = COUNT_MODELS[config.model]
     if as_of is None:  # no valid order yet
         return _no_customers(config, previous_params, date.today())
-    orders = orders.filter(pl.col("order_date") <= as_of)
-    summary = customer_summary(orders, as_of, unit)
+    summary = orders.summary(as_of, unit)
     if summary.is_empty():
         return _no_customers(config, previous_params, as_of)
 
@@ -147,7 +141,7 @@ def run_clv(
     backtest = None
     split = holdout_split(summary["first_purchase_date"].min(), as_of, config.holdout_days)
     if split is not None:
-        early = customer_summary(orders, split, unit, holdout_end=as_of)
+        early = orders.summary(split, unit, holdout_end=as_of)
         early_counts, early_count_fit = _checked(
             *count_cls.fit(summary_rows(early["frequency"], early["recency"], early["age"])),
             early,
@@ -164,25 +158,21 @@ def run_clv(
                 holdout_end=pl.lit(as_of),
             )
             if early_spend is not None:
-                before = orders.filter(pl.col("order_date") <= split)
                 forecast = monthly_forecast(
                     early,
-                    monthly_activity(before),
+                    orders.monthly_activity(split),
                     early_counts,
                     early_spend,
                     origin=split,
                     time_unit=unit,
                     months=FORECAST_MONTHS,
                 )
-                daily = orders.group_by("order_date").agg(
-                    orders=pl.len(), revenue=pl.col("net_amount").cast(pl.Float64).sum()
-                )
-                backtest = backtest_errors(forecast, daily, as_of)
+                backtest = backtest_errors(forecast, orders.daily_activity(as_of), as_of)
 
     if counts is not None and spend is not None:
         forecast = monthly_forecast(
             summary,
-            monthly_activity(orders),
+            orders.monthly_activity(as_of),
             counts,
             spend,
             origin=as_of,

@@ -1,16 +1,27 @@
-"""The customer summary the CLV models read, from valid orders, in Polars.
+"""What the CLV models read from the valid orders, computed by SQL in the warehouse, so the
+CLV step holds one row per customer (or month, or day), never one per order: 100M orders
+read into a frame would need tens of GiB.
 
 Per customer, as of a calibration end date: frequency x (repeat purchase days: purchases on
 the same day count once, and the first day is not a repeat), recency t_x (first purchase
 day to the last one), age T (first purchase day to the calibration end) and the mean spend
 of the repeat days; optionally the purchase days and spend in a holdout after it.
+
+The SQL speaks DuckDB and PostgreSQL alike. Amounts are summed exactly (decimal) before
+they become doubles, so the same orders give the same summary, and the same fit, on
+either warehouse and however the aggregation is parallelised.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 
+import duckdb
 import polars as pl
+
+from retention_pipeline.lib.warehouse import DuckDBSession, Session, read_frame
 
 DAYS_PER_UNIT = {"day": 1.0, "week": 7.0}
 
@@ -24,103 +35,166 @@ SUMMARY_SCHEMA = {
     "first_day_spend": pl.Float64,
     "total_spend": pl.Float64,
 }
+HOLDOUT_SCHEMA = {"holdout_purchases": pl.Float64, "holdout_spend": pl.Float64}
+MONTHLY_SCHEMA = {
+    "month": pl.Date,
+    "orders": pl.Int64,
+    "revenue": pl.Float64,
+    "purchase_days": pl.Int64,
+    "new_customers": pl.Int64,
+}
+DAILY_SCHEMA = {"order_date": pl.Date, "orders": pl.Int64, "revenue": pl.Float64}
 
 
-def purchase_days(orders: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
-    """One row per customer and local order date with the day's spend and order count,
-    from rows of (customer_id, order_date, net_amount)."""
-    return (
-        orders.lazy()
-        .group_by("customer_id", "order_date")
-        .agg(spend=pl.col("net_amount").cast(pl.Float64).sum(), orders=pl.len())
-    )
+def _date(day: date) -> str:
+    return f"cast('{day.isoformat()}' as date)"
 
 
-def customer_summary(
-    orders: pl.LazyFrame | pl.DataFrame,
-    calibration_end: date,
-    time_unit: str,
-    holdout_end: date | None = None,
-) -> pl.DataFrame:
-    """The summary of every customer whose first valid order is on or before
-    `calibration_end`, in `time_unit` (day, or week = days / 7).
+def _double(expression: str) -> str:
+    return f"cast({expression} as double precision)"
 
-    With `holdout_end`, also `holdout_purchases` (purchase days in (calibration_end,
-    holdout_end]) and `holdout_spend`.
-    """
-    unit = DAYS_PER_UNIT[time_unit]
-    days = purchase_days(orders)
-    calibration = days.filter(pl.col("order_date") <= calibration_end)
-    first = pl.col("order_date").min()
-    summary = (
-        calibration.sort("customer_id", "order_date")
-        .group_by("customer_id")
-        .agg(
-            first_purchase_date=first,
-            last_purchase_date=pl.col("order_date").max(),
-            purchase_days=pl.len(),
-            total_spend=pl.col("spend").sum(),
-            first_day_spend=pl.col("spend").first(),
+
+class OrderHistory:
+    """The valid orders in `relation` (columns customer_id, order_date, net_amount) of a
+    warehouse session."""
+
+    def __init__(self, session: Session, relation: str):
+        self.session = session
+        self.relation = relation
+
+    @classmethod
+    @contextmanager
+    def of_frame(cls, orders: pl.DataFrame) -> Iterator[OrderHistory]:
+        """The orders of a frame, in an in-memory DuckDB of their own."""
+        with duckdb.connect() as con:
+            session = DuckDBSession(con)
+            session.register("orders", orders.select("customer_id", "order_date", "net_amount"))
+            try:
+                yield cls(session, "orders")
+            finally:
+                session.unregister("orders")
+
+    def _read(self, sql: str, schema: dict) -> pl.DataFrame:
+        return read_frame(self.session, sql).cast(schema).select(list(schema))
+
+    def _purchase_days(self, up_to: date) -> str:
+        """One row per customer and order date up to `up_to`: the day's spend and orders."""
+        return (
+            "select customer_id, order_date, sum(net_amount) as spend, count(*) as orders "
+            f"from {self.relation} where order_date <= {_date(up_to)} "
+            "group by customer_id, order_date"
         )
-        .with_columns(
-            frequency=(pl.col("purchase_days") - 1).cast(pl.Float64),
-            recency=(pl.col("last_purchase_date") - pl.col("first_purchase_date")).dt.total_days()
-            / unit,
-            age=(pl.lit(calibration_end) - pl.col("first_purchase_date")).dt.total_days() / unit,
-        )
-        .with_columns(
-            monetary_value=pl.when(pl.col("frequency") > 0).then(
-                (pl.col("total_spend") - pl.col("first_day_spend")) / pl.col("frequency")
+
+    def summary(
+        self, calibration_end: date, time_unit: str, holdout_end: date | None = None
+    ) -> pl.DataFrame:
+        """The summary of every customer whose first valid order is on or before
+        `calibration_end`, in `time_unit` (day, or week = days / 7), by customer_id.
+
+        With `holdout_end`, also `holdout_purchases` (purchase days in (calibration_end,
+        holdout_end]) and `holdout_spend`.
+        """
+        unit = DAYS_PER_UNIT[time_unit]
+        schema = dict(SUMMARY_SCHEMA)
+        holdout_columns = holdout_join = ""
+        if holdout_end is not None:
+            schema |= HOLDOUT_SCHEMA
+            holdout_columns = (
+                f", {_double('coalesce(holdout.purchase_days, 0)')} as holdout_purchases, "
+                f"{_double('coalesce(holdout.spend, 0)')} as holdout_spend"
             )
-        )
-        .select(list(SUMMARY_SCHEMA))
-    )
-    if holdout_end is not None:
-        holdout = (
-            days.filter(
-                (pl.col("order_date") > calibration_end) & (pl.col("order_date") <= holdout_end)
+            holdout_join = (
+                "left join (select customer_id, count(*) as purchase_days, sum(spend) as spend "
+                f"from days where order_date > {_date(calibration_end)} "
+                "group by customer_id) as holdout on holdout.customer_id = customers.customer_id"
             )
-            .group_by("customer_id")
-            .agg(holdout_purchases=pl.len().cast(pl.Float64), holdout_spend=pl.col("spend").sum())
-        )
-        summary = summary.join(holdout, on="customer_id", how="left").with_columns(
-            pl.col("holdout_purchases", "holdout_spend").fill_null(0.0)
-        )
-    return summary.sort("customer_id").collect()
+        sql = f"""
+            with days as ({self._purchase_days(holdout_end or calibration_end)}),
+            customers as (
+                select
+                    customer_id,
+                    min(order_date) as first_purchase_date,
+                    max(order_date) as last_purchase_date,
+                    count(*) as purchase_days,
+                    sum(spend) as total_spend
+                from days
+                where order_date <= {_date(calibration_end)}
+                group by customer_id
+            )
+            select
+                customers.customer_id,
+                customers.first_purchase_date,
+                {_double("customers.purchase_days - 1")} as frequency,
+                {_double("customers.last_purchase_date - customers.first_purchase_date")}
+                    / {unit} as recency,
+                {_double(f"{_date(calibration_end)} - customers.first_purchase_date")}
+                    / {unit} as age,
+                case when customers.purchase_days > 1 then
+                    {_double("customers.total_spend - first_day.spend")}
+                    / (customers.purchase_days - 1)
+                end as monetary_value,
+                {_double("first_day.spend")} as first_day_spend,
+                {_double("customers.total_spend")} as total_spend
+                {holdout_columns}
+            from customers
+            inner join days as first_day
+                on first_day.customer_id = customers.customer_id
+                and first_day.order_date = customers.first_purchase_date
+            {holdout_join}
+        """
+        # Sorted here, not in SQL: a database's collation would order the ids otherwise.
+        return self._read(sql, schema).sort("customer_id")
 
+    def monthly_activity(self, up_to: date) -> pl.DataFrame:
+        """Per calendar month up to `up_to`: orders, purchase days, revenue and new
+        customers (by the month of their first valid order), every month from the first to
+        the last present."""
+        month = "cast(date_trunc('month', {}) as date)"
+        sql = f"""
+            with days as ({self._purchase_days(up_to)}),
+            months as (
+                select
+                    {month.format("order_date")} as month,
+                    cast(sum(orders) as bigint) as orders,
+                    {_double("sum(spend)")} as revenue,
+                    count(*) as purchase_days
+                from days
+                group by 1
+            ),
+            new_customers as (
+                select {month.format("first_purchase_date")} as month, count(*) as new_customers
+                from (
+                    select min(order_date) as first_purchase_date from days group by customer_id
+                ) as firsts
+                group by 1
+            )
+            select months.*, coalesce(new_customers.new_customers, 0) as new_customers
+            from months
+            left join new_customers on new_customers.month = months.month
+        """
+        months = self._read(sql, MONTHLY_SCHEMA)
+        if months.is_empty():
+            return months
+        calendar = pl.DataFrame(
+            {
+                "month": pl.date_range(
+                    months["month"].min(), months["month"].max(), "1mo", eager=True
+                )
+            }
+        )
+        return (
+            calendar.join(months, on="month", how="left")
+            .with_columns(
+                pl.col("orders", "purchase_days", "new_customers").fill_null(0),
+                pl.col("revenue").fill_null(0.0),
+            )
+            .sort("month")
+        )
 
-def monthly_activity(orders: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
-    """Per calendar month: orders, purchase days, revenue and new customers (by the month
-    of their first valid order), every month from the first to the last present."""
-    lazy = orders.lazy()
-    first = lazy.group_by("customer_id").agg(first=pl.col("order_date").min())
-    months = (
-        lazy.group_by(month=pl.col("order_date").dt.truncate("1mo"))
-        .agg(orders=pl.len(), revenue=pl.col("net_amount").cast(pl.Float64).sum())
-        .join(
-            purchase_days(lazy)
-            .group_by(month=pl.col("order_date").dt.truncate("1mo"))
-            .agg(purchase_days=pl.len()),
-            on="month",
-            how="left",
+    def daily_activity(self, up_to: date) -> pl.DataFrame:
+        """Per order date up to `up_to`: orders and revenue."""
+        sql = (
+            f"select order_date, count(*) as orders, {_double('sum(net_amount)')} as revenue "
+            f"from {self.relation} where order_date <= {_date(up_to)} group by order_date"
         )
-        .join(
-            first.group_by(month=pl.col("first").dt.truncate("1mo")).agg(new_customers=pl.len()),
-            on="month",
-            how="left",
-        )
-        .collect()
-    )
-    if months.is_empty():
-        return months.with_columns(pl.col("new_customers").fill_null(0))
-    calendar = pl.DataFrame(
-        {"month": pl.date_range(months["month"].min(), months["month"].max(), "1mo", eager=True)}
-    )
-    return (
-        calendar.join(months, on="month", how="left")
-        .with_columns(
-            pl.col("orders", "purchase_days", "new_customers").fill_null(0).cast(pl.Int64),
-            pl.col("revenue").fill_null(0.0),
-        )
-        .sort("month")
-    )
+        return self._read(sql, DAILY_SCHEMA).sort("order_date")
