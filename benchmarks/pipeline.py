@@ -3,8 +3,9 @@
 For each size (1M and 10M orders by default, 100M with --include-100m), in the same run and
 interleaved so all see the same noise:
 
-- the engine floor: the fewest DuckDB statements computing SPEC's headline tables
-  cohort_retention and retention_rates (activity base) from the same Parquet file;
+- the engine floor (benchmarks/floor.py): the fewest DuckDB statements computing SPEC's
+  headline tables from the same Parquet file; the floor of cohort_retention and
+  retention_rates alone, as earlier records measured it, is timed in the same run;
 - the full build: `retention-pipeline run` on a new warehouse, with the wall time and peak
   memory of each Dagster step (times from the run's event log, memory sampled from the run's
   process tree) and dbt's time per model;
@@ -45,8 +46,11 @@ import yaml
 from dagster._core.instance.ref import InstanceRef
 
 from benchmarks import clv
-from retention_pipeline.lib.clv.summary import customer_summary
+from benchmarks.floor import FloorTimes, compute_floor
+from retention_pipeline.lib.clv.summary import OrderHistory
+from retention_pipeline.lib.config import load_config
 from retention_pipeline.lib.generate import GENERATED_COLUMNS, generate_orders, write_orders
+from retention_pipeline.lib.warehouse import DuckDBSession
 
 # The PostgreSQL database of the extraction benchmark, and its table (made once, kept).
 DB_URL_ENV = "RETENTION_BENCH_POSTGRES_URL"
@@ -87,139 +91,6 @@ from pathlib import Path
 from retention_pipeline.lib.runner import run_nightly
 sys.exit(0 if run_nightly(Path(sys.argv[1]), date.fromisoformat(sys.argv[2])).success else 1)
 """
-
-# The engine floor: the fewest DuckDB statements computing SPEC's headline tables
-# cohort_retention (day, week, month, quarter) and retention_rates (activity base; week,
-# month, quarter, year) with the pipeline's definitions, from the same Parquet file.
-FLOOR_QUERIES = (
-    """
-create temp table customer_periods as
-with versions as (
-    select
-        customer_id,
-        try_cast(ordered_at as timestamp) as ordered_at,
-        lower(status) as status,
-        try_cast(amount as decimal(18, 2))
-            - coalesce(try_cast(refunded_amount as decimal(18, 2)), 0) as net_amount
-    from read_parquet($path)
-    where customer_id <> '' and order_id <> ''
-    -- the newest version of a repeated order id wins
-    qualify row_number() over (partition by order_id order by updated_at desc) = 1
-),
-valid_orders as (
-    select customer_id, cast(ordered_at as date) as order_date, net_amount
-    from versions
-    -- orders dated in the future are quarantined, as the pipeline does
-    where ordered_at <= cast(now() as timestamp) and net_amount > 0
-        and status not in ('cancelled', 'canceled', 'failed', 'voided', 'fraud', 'test')
-)
-select
-    grains.grain,
-    grains.step,
-    valid_orders.customer_id,
-    cast(date_trunc(grains.grain, valid_orders.order_date) as date) as period_start,
-    sum(valid_orders.net_amount) as net_revenue
-from valid_orders
-cross join (values
-    ('day', interval 1 day), ('week', interval 7 day), ('month', interval 1 month),
-    ('quarter', interval 3 month), ('year', interval 1 year)) as grains (grain, step)
-group by all
-""",
-    """
-create temp table cohort_retention as
-with as_of as (select max(period_start) as as_of_date from customer_periods where grain = 'day'),
-activity as (
-    select
-        grain, step, customer_id, period_start, net_revenue,
-        min(period_start) over (partition by grain, customer_id) as cohort_start
-    from customer_periods
-    where grain <> 'year'
-),
-cells as (
-    select grain, step, cohort_start, period_start,
-        count(*) as active_customers, sum(net_revenue) as net_revenue
-    from activity
-    group by all
-),
-grid as (
-    select cells.grain, cells.cohort_start, cells.active_customers as cohort_customers,
-        cells.step, cast(unnest(generate_series(cast(cells.cohort_start as timestamp),
-            cast(as_of.as_of_date as timestamp), cells.step)) as date) as period_start
-    from cells
-    cross join as_of
-    where cells.period_start = cells.cohort_start
-),
-final as (
-    select
-        grid.grain, grid.cohort_start,
-        date_diff(grid.grain, grid.cohort_start, grid.period_start) as period_number,
-        grid.period_start, grid.cohort_customers,
-        coalesce(cells.active_customers, 0) as active_customers,
-        coalesce(cells.active_customers, 0) / grid.cohort_customers as retention_rate,
-        coalesce(cells.net_revenue, 0) as net_revenue,
-        sum(coalesce(cells.net_revenue, 0)) over (partition by grid.grain, grid.cohort_start
-            order by grid.period_start) as cumulative_net_revenue,
-        cumulative_net_revenue / grid.cohort_customers as cumulative_revenue_per_customer,
-        grid.period_start + grid.step - interval 1 day <= as_of.as_of_date as is_complete
-    from grid
-    cross join as_of
-    left join cells
-        on grid.grain = cells.grain and grid.cohort_start = cells.cohort_start
-        and grid.period_start = cells.period_start
-)
-select * from final
-""",
-    """
-create temp table retention_rates as
-with as_of as (select max(period_start) as as_of_date from customer_periods where grain = 'day'),
-activity as (
-    select
-        customer_periods.grain, customer_periods.period_start, customer_periods.step,
-        customer_periods.period_start = min(customer_periods.period_start)
-            over (partition by customer_periods.grain, customer_periods.customer_id) as is_new,
-        lag(customer_periods.period_start) over customer_history
-            = customer_periods.period_start - customer_periods.step as is_retained,
-        coalesce(lead(customer_periods.period_start) over customer_history
-            > customer_periods.period_start + customer_periods.step, true) as churns_next
-    from customer_periods
-    where customer_periods.grain <> 'day'
-    window customer_history as (partition by customer_periods.grain,
-        customer_periods.customer_id order by customer_periods.period_start)
-),
-ends as (
-    select grain, period_start, any_value(step) as step, count(*) as customers_end,
-        count(*) filter (is_new) as new_customers,
-        count(*) filter (is_retained) as retained_customers
-    from activity
-    group by all
-),
-churn as (
-    -- customers of a period with no order in the next one churn in the next one
-    select grain, cast(period_start + step as date) as period_start,
-        count(*) as churned_customers
-    from activity
-    where churns_next
-    group by all
-),
-final as (
-    select
-        ends.grain, ends.period_start, 'activity' as base,
-        ends.retained_customers + coalesce(churn.churned_customers, 0) as customers_start,
-        ends.customers_end, ends.new_customers, ends.retained_customers,
-        ends.customers_end - ends.new_customers - ends.retained_customers
-            as reactivated_customers,
-        coalesce(churn.churned_customers, 0) as churned_customers,
-        (ends.customers_end - ends.new_customers) / nullif(customers_start, 0) as crr,
-        ends.retained_customers / nullif(customers_start, 0) as retention_rate,
-        coalesce(churn.churned_customers, 0) / nullif(customers_start, 0) as churn_rate,
-        ends.period_start + ends.step - interval 1 day <= as_of.as_of_date as is_complete
-    from ends
-    cross join as_of
-    left join churn on ends.grain = churn.grain and ends.period_start = churn.period_start
-)
-select * from final
-""",
-)
 
 
 @dataclass
@@ -300,15 +171,10 @@ def _next_day(data: Path) -> date:
     return day
 
 
-def _floor_seconds(data: Path) -> float:
-    con = duckdb.connect()
-    con.execute("set enable_progress_bar = false")
-    started = time.perf_counter()
-    for query in FLOOR_QUERIES:
-        con.execute(query, {"path": str(data)} if "$path" in query else None)
-    elapsed = time.perf_counter() - started
-    con.close()
-    return elapsed
+def _floor_times(data: Path, config: Path) -> FloorTimes:
+    with duckdb.connect() as con:
+        con.execute("set enable_progress_bar = false")
+        return compute_floor(con, data, load_config(config))
 
 
 def _profiled(command: list[str], dagster_home: Path) -> Run:
@@ -402,11 +268,8 @@ def _nightly(orders: int, config: Path, data: Path) -> Run:
 def _clv_fit_seconds(orders: int, repeats: int) -> float:
     """Our BG/NBD + Gamma-Gamma fit (benchmarks/clv.py's) on the built history's summary."""
     with duckdb.connect(str(WORK / f"warehouse-{orders}.duckdb"), read_only=True) as con:
-        history = con.sql(
-            "select customer_id, order_date, cast(net_amount as double) as net_amount "
-            "from main.fct_orders"
-        ).pl()
-    summary = customer_summary(history, history["order_date"].max(), "week")
+        (last_day,) = con.execute("select max(order_date) from main.fct_orders").fetchone()
+        summary = OrderHistory(DuckDBSession(con), "main.fct_orders").summary(last_day, "week")
     arrays = [summary[c].to_numpy() for c in ("frequency", "recency", "age", "monetary_value")]
     seconds, _ = clv.timed(clv.fit_ours, *arrays, repeats=repeats)
     return seconds
@@ -421,12 +284,13 @@ def _measure(orders: int, repeats: int, nightly: bool = True) -> dict:
     config = _config(orders, data)
     floors, builds, nights = [], [], []
     for _ in range(repeats):
-        floors.append(_floor_seconds(data))
+        floors.append(_floor_times(data, config))
         builds.append(_full_build(orders, config))
         if nightly:
             nights.append(_nightly(orders, config, data))
     return {
-        "floor": statistics.median(floors),
+        "floor": statistics.median(floor.headline for floor in floors),
+        "cohorts_and_rates_floor": statistics.median(f.cohorts_and_rates for f in floors),
         "builds": builds,
         "nights": nights,
         "clv": _clv_fit_seconds(orders, repeats) if nightly else None,
@@ -451,8 +315,10 @@ def _print_size(orders: int, result: dict, fixed: float) -> None:
     peak = max(run.peak_gib for run in builds + nights)
     within = "yes" if build <= 2 * floor + fixed else "no"
     ratio = (build - fixed) / floor
+    earlier = result["cohorts_and_rates_floor"]
     print(
         f"| {orders:,} | {len(builds)} | {floor:.2f} | {build:.1f} | {ratio:.1f}x | {within} "
+        f"| {earlier:.2f} ({(build - fixed) / earlier:.1f}x) "
         f"| {night:.1f} | {night / build:.1%} | {peak:.2f} | {result['clv']:.2f} |"
     )
 
@@ -560,10 +426,10 @@ def main() -> None:
     sizes = [*args.orders, *([HUNDRED_MILLION] if args.include_100m else [])]
     print(
         "| orders | runs | floor (s) | full build (s) | (build - fixed) / floor "
-        "| within 2x floor + fixed | nightly (s) | nightly / full | peak RSS (GiB) "
-        "| CLV fit (s) |"
+        "| within 2x floor + fixed | cohorts-and-rates floor (s, ratio) | nightly (s) "
+        "| nightly / full | peak RSS (GiB) | CLV fit (s) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     results = {}
     for orders in sizes:
         # Each size's row as soon as it is measured: a 100M run takes long.
