@@ -268,7 +268,7 @@ def _nightly(orders: int, config: Path, data: Path) -> Run:
 def _clv_fit_seconds(orders: int, repeats: int) -> float:
     """Our BG/NBD + Gamma-Gamma fit (benchmarks/clv.py's) on the built history's summary."""
     with duckdb.connect(str(WORK / f"warehouse-{orders}.duckdb"), read_only=True) as con:
-        (last_day,) = con.execute("select max(order_date) from main.fct_orders").fetchone()
+        (last_day,) = con.execute("select max(order_date) from main.fct_orders").fetchall()[0]
         summary = OrderHistory(DuckDBSession(con), "main.fct_orders").summary(last_day, "week")
     arrays = [summary[c].to_numpy() for c in ("frequency", "recency", "age", "monetary_value")]
     seconds, _ = clv.timed(clv.fit_ours, *arrays, repeats=repeats)

@@ -133,12 +133,7 @@ month_values as (
             as recency_value
     from spans
     inner join calendar
-        on
-            spans.first_month <= calendar.period_start
-            and (
-                spans.next_order_month is null
-                or spans.next_order_month > calendar.period_start
-            )
+        on {{ span_covers_month('spans', 'calendar') }}
 
 ),
 
@@ -299,12 +294,7 @@ span_months as (
         spans.last_order_gap as days_since_previous_order
     from spans
     inner join calendar
-        on
-            spans.first_month <= calendar.period_start
-            and (
-                spans.next_order_month is null
-                or spans.next_order_month > calendar.period_start
-            )
+        on {{ span_covers_month('spans', 'calendar') }}
     {%- if scope is not none %}
     where calendar.period_start >= {{ first_rebuilt_month }}
     {%- endif %}
