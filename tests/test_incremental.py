@@ -27,7 +27,7 @@ import duckdb
 import polars as pl
 import pytest
 from conftest import POSTGRES_URL, file_source
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from pipeline_helpers import (
     ORDER_COLUMNS,
@@ -230,27 +230,35 @@ def dated_in(orders: pl.DataFrame, window: LoadWindow) -> set[str]:
 
 
 def orders_that_may_change(
-    before: pl.DataFrame, after: pl.DataFrame, landed: set[str], as_of_dates: tuple[date, date]
+    before: pl.DataFrame,
+    after: pl.DataFrame,
+    landed: set[str],
+    as_of_dates: tuple[date, date],
+    ever_sent: pl.DataFrame,
 ) -> set[str]:
     """The orders a night can change: new, different or vanished in the source, landed for
     the first time, and dated between the previous and the current as-of date (the move
-    brings them in or drops them)."""
+    brings them in or drops them). The last are sought among every version the source
+    `ever_sent`: an order that vanished stays in the warehouse until a window covers it."""
     changed = changed_only(before, after)["order_id"].to_list()
     vanished = set(before["order_id"]) - set(after["order_id"])
-    moved = dated_in(pl.concat([before, after]), LoadWindow(None, max(as_of_dates))) - dated_in(
-        pl.concat([before, after]), LoadWindow(None, min(as_of_dates))
+    moved = dated_in(ever_sent, LoadWindow(None, max(as_of_dates))) - dated_in(
+        ever_sent, LoadWindow(None, min(as_of_dates))
     )
     return {*changed, *vanished, *landed, *moved}
 
 
 @settings(
-    max_examples=2,
+    max_examples=1,
     deadline=None,
     # Shrinking would rerun dbt for hours; the failure message names the night instead.
     phases=(Phase.explicit, Phase.reuse, Phase.generate),
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(seed=st.integers(0, 2**31 - 1), nights=st.integers(3, 4))
+# Found by a run: orders vanish from the source (a load of changed orders cannot delete
+# them), then a backfill's as-of date moves back over them.
+@example(seed=1809, nights=4)
 @pytest.mark.parametrize("engine", ["duckdb", "postgres"])
 def test_incremental_nights_equal_full_rebuilds(tmp_path_factory, engine, seed, nights):
     rng = random.Random(seed)
@@ -259,12 +267,13 @@ def test_incremental_nights_equal_full_rebuilds(tmp_path_factory, engine, seed, 
         orders = shop(120, seed)
         first_window = LoadWindow(first=None, last=FIRST_AS_OF)
         warehouse.land(orders, first_window, "window")
-        loaded = dated_in(orders, first_window)
+        loaded, ever_sent = dated_in(orders, first_window), orders
         warehouse.build(FIRST_AS_OF)
         day = as_of = FIRST_AS_OF
         for _ in range(nights):
             day += timedelta(days=rng.randint(1, 20))
             before, orders = orders, night(rng, orders, day)
+            ever_sent = pl.concat([ever_sent, orders])
             if rng.random() < 0.5:
                 window = LoadWindow(first=day - timedelta(days=LOOKBACK_DAYS), last=day)
                 warehouse.land(orders, window, "window")
@@ -279,7 +288,7 @@ def test_incremental_nights_equal_full_rebuilds(tmp_path_factory, engine, seed, 
             assert not warehouse.rebuilt_whole(), f"night of {day}: a model rebuilt whole"
             # Orders a load re-sent unchanged count as lineage changes only.
             may_change = orders_that_may_change(
-                before, orders, landed - loaded, (previous_as_of, as_of)
+                before, orders, landed - loaded, (previous_as_of, as_of), ever_sent
             )
             unexpected = warehouse.changed_orders() - may_change
             assert not unexpected, f"night of {day}: counted as changed: {sorted(unexpected)}"
