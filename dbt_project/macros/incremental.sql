@@ -115,8 +115,8 @@
 {% endmacro %}
 
 {# The rows a model rebuilds, as a condition on its columns: of the changed orders (`orders`,
-   stg_orders__orders), of their customers (`customers`), or the months from
-   first_rebuilt_month (`months`). #}
+   stg_orders__orders), of their customers (`customers`), the months from the first rebuilt
+   one (`months`), or each grain's periods from its first rebuilt one (`periods`). #}
 {% macro rebuilt_rows(kind, scope) -%}
     {%- set changes = intermediate_table('incremental_changes') -%}
     {%- if kind == 'orders' -%}
@@ -129,23 +129,37 @@
             where {{ scope.since }} and customer_id is not null and not is_lineage_only
         )
     {%- elif kind == 'months' -%}
-        snapshot_month >= {{ first_rebuilt_month(scope) }}
+        snapshot_month >= {{ first_rebuilt_period('month', scope) }}
+    {%- elif kind == 'periods' -%}
+        {{ in_rebuilt_periods(scope) }}
     {%- else -%}
         {{ exceptions.raise_compiler_error("rebuilt_rows: unknown kind " ~ kind) }}
     {%- endif -%}
 {%- endmacro %}
 
-{# The first month whose rows can differ: that of the earliest changed order, or that of
-   the day after the earlier of the previous and the current as-of date (a month that ended
-   by both dates is complete in both builds). #}
-{% macro first_rebuilt_month(scope) -%}
+{# The first period of `grain` whose rows can differ: that of the earliest changed order, or
+   that of the day after the earlier of the previous and the current as-of date (a period
+   that ended by both dates is complete in both builds). #}
+{% macro first_rebuilt_period(grain, scope) -%}
     {%- set earlier_as_of = 'least(' ~ date_literal(scope.as_of_date) ~ ', '
         ~ current_as_of_date() ~ ')' -%}
     {%- set dates = [add_days(earlier_as_of, 1)] -%}
     {%- if scope.since_date is not none -%}
         {%- do dates.append(date_literal(scope.since_date)) -%}
     {%- endif -%}
-    {{ period_start('month', 'least(' ~ dates | join(', ') ~ ')') }}
+    {{ period_start(grain, 'least(' ~ dates | join(', ') ~ ')') }}
+{%- endmacro %}
+
+{# Whether a row's period (its columns grain and period_start) is rebuilt; with `look_back`,
+   from the period before each grain's first rebuilt one, which a period's start reads. #}
+{% macro in_rebuilt_periods(scope, look_back=false) -%}
+    case grain
+    {%- for grain in ['day', 'week', 'month', 'quarter', 'year'] %}
+        {%- set first = first_rebuilt_period(grain, scope) %}
+        when '{{ grain }}' then period_start >= {{
+            period_start(grain, add_days(first, -1)) if look_back else first }}
+    {%- endfor %}
+    end
 {%- endmacro %}
 
 {# By name, not ref(): a hook's ref() would become a dependency of the model (and an input

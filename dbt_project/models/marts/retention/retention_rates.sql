@@ -2,6 +2,10 @@
 -- Activity base: S = buyers of the previous period, E = buyers of this one.
 -- Window base: S = active (ordered within the window) at the end of the day before the
 -- period, E = active at its end (or at the as-of date while it is open).
+-- Incremental (macros/incremental.sql): a night rebuilds each grain's periods from the first
+-- one a change can reach, from the activity and spells of the period before it on.
+{{ incremental_config('periods') }}
+{% set scope = incremental_scope() %}
 {% set spell_grains = ['week', 'month', 'quarter', 'year'] %}
 
 with
@@ -9,12 +13,23 @@ with
 activity as (
 
     select * from {{ ref('int_customers__period_activity') }}
+    {%- if scope is not none %}
+    where {{ in_rebuilt_periods(scope, look_back=true) }}
+    {%- endif %}
 
 ),
 
 spells as (
 
     select * from {{ ref('int_customers__active_spells') }}
+    {%- if scope is not none %}
+    -- A spell that ended before the day before a rebuilt period neither enters it nor was
+    -- active the day before it; spells do not overlap, so nor did any earlier spell. The
+    -- earliest rebuilt period is the year's or the week's (which can start the year before).
+    {% set earliest = 'least(' ~ first_rebuilt_period('year', scope) ~ ', '
+        ~ first_rebuilt_period('week', scope) ~ ')' %}
+    where active_until_date >= {{ add_days(earliest, -1) }}
+    {%- endif %}
 
 ),
 
@@ -28,6 +43,9 @@ calendar as (
 
     select * from {{ ref('int_calendar__periods') }}
     where grain != 'day'
+    {%- if scope is not none %}
+        and {{ in_rebuilt_periods(scope, look_back=true) }}
+    {%- endif %}
 
 ),
 
@@ -222,6 +240,9 @@ final as (
         {{ ratio('customers_start - retained_customers', 'customers_start') }} as churn_rate,
         is_complete
     from both_bases
+    {%- if scope is not none %}
+    where {{ in_rebuilt_periods(scope) }}
+    {%- endif %}
 
 )
 

@@ -10,7 +10,7 @@
 {{ incremental_config('months') }}
 {% set scope = incremental_scope() %}
 {% if scope is not none %}
-    {% set first_rebuilt_month = first_rebuilt_month(scope) %}
+    {% set first_rebuilt_month = first_rebuilt_period('month', scope) %}
     {% set month_before = period_start('month', add_days(first_rebuilt_month, -1)) %}
 {% endif %}
 {% set measures = {
