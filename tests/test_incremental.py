@@ -60,7 +60,11 @@ NOT_BUILT = "path:models/staging/clv+"
 # Beyond the marts: the incremental models of the other layers, by layer.
 LAYER_TABLES = {
     "staging": ["stg_orders__orders"],
-    "intermediate": ["int_customers__period_activity", "int_calendar__periods"],
+    "intermediate": [
+        "int_customers__period_activity",
+        "int_customers__active_spells",
+        "int_calendar__periods",
+    ],
 }
 
 

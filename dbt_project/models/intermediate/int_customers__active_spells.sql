@@ -1,5 +1,8 @@
 -- One row per customer and active spell: a run of valid orders with gaps of at most
 -- active_window_days. The customer is active through the last order + window - 1 day.
+-- Incremental (macros/incremental.sql): a night rebuilds the changed customers.
+{{ incremental_config('customers') }}
+{% set scope = incremental_scope() %}
 {% set window_days = var('active_window_days') | int %}
 
 with
@@ -7,6 +10,9 @@ with
 orders as (
 
     select * from {{ ref('fct_orders') }}
+    {%- if scope is not none %}
+    where {{ rebuilt_rows('customers', scope) }}
+    {%- endif %}
 
 ),
 
