@@ -1,10 +1,18 @@
 -- One row per month, dimension and movement (from last month's state to this month's):
 -- how many customers moved, e.g. pre-VIP to VIP, or VIP to churned.
+-- Incremental (macros/incremental.sql): a night recounts the months the segment history
+-- rebuilt.
+{{ incremental_config('months') }}
+{% set scope = incremental_scope() %}
+
 with
 
 history as (
 
     select * from {{ ref('customer_segment_history') }}
+    {%- if scope is not none %}
+    where {{ rebuilt_rows('months', scope) }}
+    {%- endif %}
 
 ),
 
