@@ -154,10 +154,10 @@
    from the period before each grain's first rebuilt one, which a period's start reads. #}
 {% macro in_rebuilt_periods(scope, look_back=false) -%}
     case grain
-    {%- for grain in ['day', 'week', 'month', 'quarter', 'year'] %}
+    {%- for grain in calendar_grains() %}
         {%- set first = first_rebuilt_period(grain, scope) %}
         when '{{ grain }}' then period_start >= {{
-            period_start(grain, add_days(first, -1)) if look_back else first }}
+            previous_period_start(grain, first) if look_back else first }}
     {%- endfor %}
     end
 {%- endmacro %}

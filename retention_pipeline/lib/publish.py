@@ -79,8 +79,8 @@ def _publish_duckdb(config: PipelineConfig, version: str) -> Published:
                 "order by table_name"
             ).fetchall()
         ]
-        # Tables have no row order to keep; writing Parquet in parallel saved 5-10% of a
-        # publish at 10M orders (docs/benchmarks.md).
+        # Tables have no row order to keep; DuckDB then writes each Parquet file in parallel
+        # (a 10M publish: docs/benchmarks.md, 2026-12-04).
         con.execute("set preserve_insertion_order = false")
         con.execute(f"attach {sql_path(partial)} as snapshot")
         try:

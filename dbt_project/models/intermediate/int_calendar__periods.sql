@@ -1,5 +1,5 @@
 -- One row per grain and period, every period from the first valid order's to the as-of date's.
-{% set grains = ['day', 'week', 'month', 'quarter', 'year'] %}
+{% set grains = calendar_grains() %}
 
 with
 

@@ -2,7 +2,7 @@
 -- Incremental (macros/incremental.sql): a night rebuilds the changed customers.
 {{ incremental_config('customers') }}
 {% set scope = incremental_scope() %}
-{% set grains = ['day', 'week', 'month', 'quarter', 'year'] %}
+{% set grains = calendar_grains() %}
 
 with
 

@@ -1,6 +1,6 @@
 -- One row per grain and period (day to year): the KPI measures of kpi_daily and
 -- kpi_periodic, which only split this by grain.
-{% set grains = ['day', 'week', 'month', 'quarter', 'year'] %}
+{% set grains = calendar_grains() %}
 
 with
 

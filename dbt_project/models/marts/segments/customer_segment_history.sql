@@ -11,7 +11,7 @@
 {% set scope = incremental_scope() %}
 {% if scope is not none %}
     {% set first_rebuilt_month = first_rebuilt_period('month', scope) %}
-    {% set month_before = period_start('month', add_days(first_rebuilt_month, -1)) %}
+    {% set month_before = previous_period_start('month', first_rebuilt_month) %}
 {% endif %}
 {% set measures = {
     'recency': 'recency_value',
