@@ -139,7 +139,11 @@ def _config(orders: int, data: Path) -> Path:
             # Every order column but the email, which would need RETENTION_PII_KEY.
             "columns": {c: c for c in GENERATED_COLUMNS if c != "customer_email"},
         },
-        "warehouse": {"type": "duckdb", "path": f"warehouse-{orders}.duckdb"},
+        "warehouse": {
+            "type": "duckdb",
+            "path": f"warehouse-{orders}.duckdb",
+            "publish_dir": f"published-{orders}",
+        },
         "schedule": {"partitions_start": "2023-01-01"},
     }
     path = WORK / f"config-{orders}.yaml"
@@ -250,7 +254,9 @@ def _fresh_home(orders: int) -> Path:
 
 
 def _full_build(orders: int, config: Path) -> Run:
+    """A new installation: no warehouse, and no published copy to start the publish from."""
     (WORK / f"warehouse-{orders}.duckdb").unlink(missing_ok=True)
+    shutil.rmtree(WORK / f"published-{orders}", ignore_errors=True)
     command = [str(Path(sys.executable).parent / "retention-pipeline"), "run", "--config"]
     return _profiled([*command, str(config)], _fresh_home(orders))
 

@@ -230,7 +230,7 @@ def _published_fingerprints(warehouses: Warehouses, pg) -> dict[str, tuple]:
     with duckdb.connect(str(warehouses.snapshot), read_only=True) as con:
         duck = tuple(con.execute(_fingerprint_sql("{}")).fetchone())
     parquet = duckdb.execute(
-        _fingerprint_sql(f"read_parquet('{os.path.realpath(warehouses.parquet)}/{{}}.parquet')")
+        _fingerprint_sql(f"read_parquet('{os.path.realpath(warehouses.parquet)}/{{}}/*.parquet')")
     ).fetchone()
     cursor = pg.cursor()
     cursor.execute(_fingerprint_sql(f'"{warehouses.published_schema}".{{}}'))
@@ -278,7 +278,7 @@ def later_runs(warehouses, pg) -> LaterRuns:
         "role": "retention_reader",
         "schema": f'"{warehouses.published_schema}"',
         "duckdb_sql": _fingerprint_sql("{}"),
-        "parquet_sql": _fingerprint_sql("read_parquet('FOLDER/{}.parquet')"),
+        "parquet_sql": _fingerprint_sql("read_parquet('FOLDER/{}/*.parquet')"),
         "postgres_sql": _fingerprint_sql(f'"{warehouses.published_schema}".{{}}'),
         "stop": str(directory / "stop"),
     }
@@ -351,15 +351,15 @@ def later_runs(warehouses, pg) -> LaterRuns:
     )
 
 
-def test_duckdb_publishes_a_read_only_snapshot_and_parquet_of_every_mart(warehouses):
+def test_duckdb_publishes_a_read_only_snapshot_and_a_parquet_folder_of_every_mart(warehouses):
     marts = mart_names(warehouses.duckdb)
     assert mart_names(warehouses.snapshot) == marts
     assert warehouses.snapshot.stat().st_mode & 0o222 == 0  # read-only for everyone
-    assert sorted(p.stem for p in warehouses.parquet.glob("*.parquet")) == marts
+    assert sorted(p.name for p in warehouses.parquet.iterdir()) == marts
     for table in marts:
         expected = sorted_rows(read_table(warehouses.duckdb, table))
         assert sorted_rows(read_table(warehouses.snapshot, table)).equals(expected), table
-        parquet = pl.read_parquet(warehouses.parquet / f"{table}.parquet")
+        parquet = pl.read_parquet(warehouses.parquet / table / "*.parquet")
         assert sorted_rows(parquet).equals(expected), table
 
 

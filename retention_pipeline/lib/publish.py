@@ -2,8 +2,12 @@
 whose checks passed, so that BI never blocks a run and never reads a half-built table.
 
 DuckDB: a snapshot file (`<publish_dir>/<warehouse file name>`) written beside the old one
-and moved over it with os.replace, and one Parquet file per table in a version folder that
-the `parquet` link is moved to. A reader holding the old file keeps reading it whole.
+and moved over it with os.replace, and a folder of Parquet files per table in a version
+folder that the `parquet` link is moved to. A reader holding the old file keeps reading it
+whole. Each table is published in parts (a month of the large monthly tables, else the whole
+table); the snapshot records each part's row count and content hash, so the next publish
+starts from a copy of the last snapshot and rewrites only the parts whose rows changed, and
+links the last version's Parquet files of the others.
 PostgreSQL: the marts are copied into a fresh schema, which replaces the published schema
 by two renames in one transaction; only the reader role may select from it.
 """
@@ -30,6 +34,14 @@ PARQUET_LINK = "parquet"
 # Retired PostgreSQL schemas a reader still holds are dropped at a later publish; this long
 # at most does a publish wait for one.
 RETIRE_LOCK_TIMEOUT = "1s"
+# Tables published a month per part, by the month of this (not null) column: a night
+# changes the last months of these, which grow with the history. Every other table is
+# one part.
+MONTHLY_TABLES = {"customer_segment_history": "snapshot_month", "fct_orders": "order_date"}
+WHOLE = "all"  # the part of a table published whole
+# The snapshot's record of its parts, outside schema main (BI's tables).
+MANIFEST = "publishing.published_parts"
+PART_COLUMN = "__part"  # names the partitions of a Parquet write; not written to the files
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,17 @@ class Published:
     tables: list[str]
     location: str  # the snapshot file, or the published schema
     parquet: Path | None = None  # the Parquet link (DuckDB only)
+    parts_written: int = 0  # DuckDB: the parts copied from the warehouse
+    parts_kept: int = 0  # DuckDB: the parts unchanged since the last publish
+
+
+@dataclass(frozen=True)
+class Part:
+    """What the snapshot holds of one part of a table."""
+
+    rows: int
+    content_hash: str  # the sum of its rows' hashes: the same whatever the row order
+    parquet_files: tuple[str, ...]  # relative to the publish folder
 
 
 def publish(config: PipelineConfig) -> Published:
@@ -70,25 +93,36 @@ def _publish_duckdb(config: PipelineConfig, version: str) -> Published:
     partial = folder / f".{target.name}.{version}.partial"
     parquet = folder / f".parquet-{version}"
     parquet.mkdir()
+    if target.exists():
+        # The new copy starts as the last one, changed where the marts changed: a night
+        # rewrites the months it rebuilt, not the whole history (readers keep the old file).
+        shutil.copyfile(target, partial)
+    written = kept = 0
     with connect(config.warehouse_path) as con:
-        tables = [
-            name
-            for (name,) in con.execute(
-                "select table_name from information_schema.tables "
-                "where table_catalog = current_database() and table_schema = 'main' "
-                "order by table_name"
-            ).fetchall()
-        ]
+        warehouse = con.execute("select current_database()").fetchall()[0][0]
+        tables = _tables(con, warehouse)
         # Tables have no row order to keep; DuckDB then writes each Parquet file in parallel
         # (a 10M publish: docs/benchmarks.md, 2026-12-04).
         con.execute("set preserve_insertion_order = false")
         con.execute(f"attach {sql_path(partial)} as snapshot")
         try:
+            previous = _published_parts(con)
+            manifest = []
             for table in tables:
-                # Views (the wide cohort pivot) become tables: the snapshot stands alone.
-                con.execute(f'create table snapshot."{table}" as select * from main."{table}"')
-                out = sql_path(parquet / f"{table}.parquet")
-                con.execute(f'copy snapshot."{table}" to {out} (format parquet)')
+                if _columns(con, warehouse, table) != _columns(con, "snapshot", table):
+                    previous.pop(table, None)  # new, or its columns changed: copied whole
+                parts, rewritten = _publish_table(
+                    con, table, previous.get(table, {}), folder, parquet
+                )
+                manifest += [
+                    (table, name, part.rows, part.content_hash, list(part.parquet_files))
+                    for name, part in parts.items()
+                ]
+                written += len(rewritten)
+                kept += len(parts) - len(rewritten)
+            for stale in set(_tables(con, "snapshot")) - set(tables):
+                con.execute(f'drop table snapshot.main."{stale}"')
+            _write_manifest(con, manifest)
         finally:
             con.execute("detach snapshot")
     partial.chmod(0o444)
@@ -103,7 +137,160 @@ def _publish_duckdb(config: PipelineConfig, version: str) -> Published:
         shutil.rmtree(folder / PARQUET_LINK)
     os.replace(link, folder / PARQUET_LINK)
     _remove_old_parquet(folder, keep={parquet.name})
-    return Published(version, tables, str(target), folder / PARQUET_LINK)
+    return Published(version, tables, str(target), folder / PARQUET_LINK, written, kept)
+
+
+def _tables(con, catalog: str) -> list[str]:
+    """The tables and views of `catalog`'s schema main."""
+    rows = con.execute(
+        "select table_name from information_schema.tables "
+        "where table_catalog = ? and table_schema = 'main' order by table_name",
+        [catalog],
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
+def _columns(con, catalog: str, table: str) -> list[tuple[str, str]]:
+    return con.execute(
+        "select column_name, data_type from information_schema.columns "
+        "where table_catalog = ? and table_schema = 'main' and table_name = ? "
+        "order by ordinal_position",
+        [catalog, table],
+    ).fetchall()
+
+
+def _part_sql(table: str) -> str:
+    """The part of each row of `table`, in SQL."""
+    column = MONTHLY_TABLES.get(table)
+    return f"strftime({column}, '%Y-%m')" if column else f"'{WHOLE}'"
+
+
+def _published_parts(con) -> dict[str, dict[str, Part]]:
+    """What the last copy holds, per table and part (nothing for a new copy, or one
+    published before the manifest existed)."""
+    schema, name = MANIFEST.split(".")
+    found = con.execute(
+        "select count(*) from duckdb_tables() "
+        "where database_name = 'snapshot' and schema_name = ? and table_name = ?",
+        [schema, name],
+    ).fetchall()[0][0]
+    if not found:
+        return {}
+    parts: dict[str, dict[str, Part]] = {}
+    for table, part, rows, content_hash, files in con.execute(
+        f"select * from snapshot.{MANIFEST}"
+    ).fetchall():
+        parts.setdefault(table, {})[part] = Part(rows, content_hash, tuple(files))
+    return parts
+
+
+def _publish_table(
+    con, table: str, previous: dict[str, Part], folder: Path, parquet: Path
+) -> tuple[dict[str, Part], set[str]]:
+    """Brings `table` up to date in the snapshot and writes its Parquet folder: the parts
+    whose rows changed are copied from the warehouse, the others kept (a hard link to the
+    last version's file). Returns its parts and those it copied."""
+    part_sql = _part_sql(table)
+    source = f'main."{table}"'
+    current = {
+        part: (rows, content_hash)
+        for part, rows, content_hash in con.execute(
+            f"select {part_sql} as part, count(*), cast(sum(hash(t)) as varchar) "
+            f"from {source} as t group by part"
+        ).fetchall()
+    } or {WHOLE: (0, "0")}  # an empty table is one empty part
+    unchanged = {
+        name
+        for name, (rows, content_hash) in current.items()
+        if name in previous
+        and (previous[name].rows, previous[name].content_hash) == (rows, content_hash)
+    }
+    replaced = sorted(set(current) - unchanged)
+    removed = sorted(set(previous) - set(current))
+    copy = f'snapshot.main."{table}"'
+    if not unchanged:
+        # Views (the wide cohort pivot) become tables: the snapshot stands alone.
+        con.execute(f"create or replace table {copy} as select * from {source}")
+    elif replaced or removed:
+        con.execute(f"delete from {copy} where {part_sql} in ({_sql_list(replaced + removed)})")
+        if replaced:
+            con.execute(
+                f"insert into {copy} select * from {source} "
+                f"where {part_sql} in ({_sql_list(replaced)})"
+            )
+    directory = parquet / table
+    directory.mkdir()
+    files = {}
+    for name in sorted(unchanged):
+        try:
+            files[name] = _link_files(folder, previous[name].parquet_files, directory)
+        except FileNotFoundError:  # the last version's folder is gone: write it again
+            replaced.append(name)
+    files |= _write_parquet(con, table, replaced, directory)
+    parts = {
+        name: Part(rows, content_hash, tuple(str(f.relative_to(folder)) for f in files[name]))
+        for name, (rows, content_hash) in current.items()
+    }
+    return parts, set(replaced)
+
+
+def _sql_list(values: list[str]) -> str:
+    return ", ".join("'" + value.replace("'", "''") + "'" for value in values)
+
+
+def _link_files(folder: Path, files: tuple[str, ...], directory: Path) -> list[Path]:
+    """Hard links to the last version's files of a part (files are never changed once
+    written, so both versions share them)."""
+    linked = []
+    try:
+        for file in files:
+            linked.append(directory / Path(file).name)
+            os.link(folder / file, linked[-1])
+    except FileNotFoundError:
+        for path in linked[:-1]:
+            path.unlink()
+        raise
+    return linked
+
+
+def _write_parquet(con, table: str, parts: list[str], directory: Path) -> dict[str, list[Path]]:
+    """Writes `parts` of `table` as `<part>.parquet` in `directory` (and `<part>-1.parquet`
+    ..., should DuckDB split a part), in one pass over the table."""
+    source = f'main."{table}"'
+    if parts == [WHOLE]:
+        path = directory / f"{WHOLE}.parquet"
+        con.execute(f"copy {source} to {sql_path(path)} (format parquet)")
+        return {WHOLE: [path]}
+    if not parts:
+        return {}
+    staging = directory / f".{PART_COLUMN}"
+    part_sql = _part_sql(table)
+    con.execute(
+        f'copy (select *, {part_sql} as "{PART_COLUMN}" from {source} '
+        f"where {part_sql} in ({_sql_list(parts)})) "
+        f'to {sql_path(staging)} (format parquet, partition_by ("{PART_COLUMN}"))'
+    )
+    files = {}
+    for name in parts:
+        written = sorted((staging / f"{PART_COLUMN}={name}").glob("*.parquet"))
+        files[name] = [
+            directory / (f"{name}.parquet" if i == 0 else f"{name}-{i}.parquet")
+            for i in range(len(written))
+        ]
+        for old, new in zip(written, files[name], strict=True):
+            old.rename(new)
+    shutil.rmtree(staging)
+    return files
+
+
+def _write_manifest(con, manifest: list[tuple]) -> None:
+    con.execute(f"create schema if not exists snapshot.{MANIFEST.split('.')[0]}")
+    con.execute(
+        f"create or replace table snapshot.{MANIFEST} (table_name varchar, part varchar, "
+        "row_count bigint, content_hash varchar, parquet_files varchar[])"
+    )
+    if manifest:
+        con.executemany(f"insert into snapshot.{MANIFEST} values (?, ?, ?, ?, ?)", manifest)
 
 
 def _remove_old_parquet(folder: Path, keep: set[str]) -> None:

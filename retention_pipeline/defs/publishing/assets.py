@@ -91,8 +91,9 @@ MART_KEYS = sorted(
 def published_marts(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """The copy of the marts BI reads, swapped in whole once every mart is built and its
     checks passed (a failed check stops the run before this step, so the previous copy
-    stays): on DuckDB a read-only snapshot file and one Parquet file per table in
-    warehouse.publish_dir; on PostgreSQL the published schema, readable by the reader role."""
+    stays): on DuckDB a read-only snapshot file and a folder of Parquet files per table in
+    warehouse.publish_dir, where only the parts (months of the large tables) whose rows
+    changed are written again; on PostgreSQL the published schema, readable by the reader role."""
     config = active_config()
     published = publish(config)
     context.log.info(f"published {len(published.tables)} tables to {published.location}")
@@ -103,4 +104,6 @@ def published_marts(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     }
     if published.parquet is not None:
         metadata["parquet"] = dg.MetadataValue.path(str(published.parquet))
+        metadata["parts_written"] = published.parts_written
+        metadata["parts_kept"] = published.parts_kept
     return dg.MaterializeResult(metadata=metadata)
