@@ -28,6 +28,7 @@ from retention_pipeline.lib.warehouse import (
     postgres_tables,
     quote_identifier,
     sql_path,
+    sql_string,
 )
 
 PARQUET_LINK = "parquet"
@@ -235,7 +236,7 @@ def _publish_table(
 
 
 def _sql_list(values: list[str]) -> str:
-    return ", ".join("'" + value.replace("'", "''") + "'" for value in values)
+    return ", ".join(sql_string(value) for value in values)
 
 
 def _link_files(folder: Path, files: tuple[str, ...], directory: Path) -> list[Path]:

@@ -158,9 +158,14 @@ def _hmac_pads() -> tuple[str, str]:
     return bytes(b ^ 0x36 for b in block).hex(), bytes(b ^ 0x5C for b in block).hex()
 
 
+def sql_string(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def sql_path(path: str | Path) -> str:
     """A file path as a SQL string literal."""
-    return "'" + str(path).replace("'", "''") + "'"
+    return sql_string(str(path))
 
 
 class DuckDBSession:
