@@ -141,12 +141,12 @@ def _publish_duckdb(config: PipelineConfig, version: str) -> Published:
     return Published(version, tables, str(target), folder / PARQUET_LINK, written, kept)
 
 
-def _tables(con, catalog: str) -> list[str]:
-    """The tables and views of `catalog`'s schema main."""
+def _tables(con, catalog: str, schema: str = "main") -> list[str]:
+    """The tables and views of `catalog`'s `schema`."""
     rows = con.execute(
         "select table_name from information_schema.tables "
-        "where table_catalog = ? and table_schema = 'main' order by table_name",
-        [catalog],
+        "where table_catalog = ? and table_schema = ? order by table_name",
+        [catalog, schema],
     ).fetchall()
     return [name for (name,) in rows]
 
@@ -170,12 +170,7 @@ def _published_parts(con) -> dict[str, dict[str, Part]]:
     """What the last copy holds, per table and part (nothing for a new copy, or one
     published before the manifest existed)."""
     schema, name = MANIFEST.split(".")
-    found = con.execute(
-        "select count(*) from duckdb_tables() "
-        "where database_name = 'snapshot' and schema_name = ? and table_name = ?",
-        [schema, name],
-    ).fetchall()[0][0]
-    if not found:
+    if name not in _tables(con, "snapshot", schema):
         return {}
     parts: dict[str, dict[str, Part]] = {}
     for table, part, rows, content_hash, files in con.execute(
