@@ -9,6 +9,10 @@ forward, staying, or going back (a backfill). After each night the incrementally
 warehouse is copied and the copy rebuilt whole (--full-refresh) from the same raw layer:
 every table of both must hold the same cells. The same runs on PostgreSQL, where the
 whole rebuild reads the same raw schema into schemas of its own.
+
+Each incremental build records the rows it rebuilt (incremental_builds.rebuilt_rows), and
+the data tests marked `where: __rebuilt_rows__` check only those: every row outside them
+must be as the night before left it.
 """
 
 from __future__ import annotations
@@ -66,6 +70,17 @@ LAYER_TABLES = {
         "int_calendar__periods",
     ],
 }
+INCREMENTAL_MODELS = [
+    "staging.stg_orders__orders",
+    "main.fct_orders",
+    "intermediate.int_customers__period_activity",
+    "intermediate.int_customers__active_spells",
+    "main.customer_segment_history",
+    "main.segment_movements",
+    "main.retention_rates",
+]
+# Updated in place for the orders a load re-sent unchanged, which no model rebuilds for.
+LINEAGE_COLUMNS = ["load_id", "source", "source_row"]
 
 
 @pytest.fixture(autouse=True)
@@ -105,22 +120,25 @@ class Warehouse:
 
     def build(self, as_of: date) -> None:
         """The night's incremental build, then the whole rebuild from the same raw layer."""
-        self._dbt(self.config(), as_of)
+        self.dbt("run", self.config(), as_of)
         if self.engine == "duckdb":
             shutil.copy(self.work / "warehouse.duckdb", self.work / "rebuilt.duckdb")
-        self._dbt(self.config(rebuilt=True), as_of, "--full-refresh")
+        self.dbt("run", self.config(rebuilt=True), as_of, "--full-refresh")
 
-    def _dbt(self, config, as_of: date, *extra: str) -> None:
+    def dbt(self, command: str, config, as_of: date, *extra: str) -> Path:
+        """Runs dbt `command`; returns its target folder."""
         # The raw layer is the incremental warehouse's, for the rebuilt twin too.
         dbt_vars = {"as_of": as_of.isoformat(), "raw_schema": self.config().raw_schema}
         target = self.work / f"{config.warehouse.type}-{len(extra)}.dbt-target"
         result = subprocess.run(
-            [str(Path(sys.executable).parent / "dbt"), "run", "--project-dir", str(DBT_PROJECT),
+            [str(Path(sys.executable).parent / "dbt"), command, "--project-dir", str(DBT_PROJECT),
              "--profiles-dir", str(DBT_PROJECT), "--target-path", str(target),
              "--vars", json.dumps(dbt_vars), "--exclude", NOT_BUILT, *extra],
             capture_output=True, text=True, env={**os.environ, **dbt_profile_env(config)},
         )  # fmt: skip
-        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+        if command == "run":
+            assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+        return target
 
     def tables(self, rebuilt: bool = False) -> dict[str, pl.DataFrame]:
         """Every mart and the incremental tables of the other layers, by name."""
@@ -132,14 +150,38 @@ class Warehouse:
                 for schema, names in schemas.items()
                 for name in names
             }
-        prefix = f"{self.schema}_full" if rebuilt else self.schema
-        schemas = {prefix: postgres_table_names(self.pg, prefix)}
-        schemas.update({f"{prefix}_{layer}": names for layer, names in LAYER_TABLES.items()})
+        layers = {"main": postgres_table_names(self.pg, self._schema("main", rebuilt))}
         return {
-            f"{schema.removeprefix(prefix)}.{name}": read_postgres_table(self.pg, schema, name)
-            for schema, names in schemas.items()
+            f"{layer}.{name}": read_postgres_table(self.pg, self._schema(layer, rebuilt), name)
+            for layer, names in {**layers, **LAYER_TABLES}.items()
             for name in names
         }
+
+    def _schema(self, layer: str, rebuilt: bool = False) -> str:
+        """The schema of a layer (main, staging, intermediate) on this engine."""
+        if self.engine == "duckdb":
+            return layer
+        prefix = f"{self.schema}_full" if rebuilt else self.schema
+        return prefix if layer == "main" else f"{prefix}_{layer}"
+
+    def rows_not_rebuilt(self, table: str) -> pl.DataFrame | None:
+        """The rows of `table` (schema.name) outside those its last build rebuilt, or None
+        when that build rebuilt it whole."""
+        layer, name = table.split(".")
+        rebuilt_rows = self._query(
+            f"select rebuilt_rows from {self._schema('intermediate')}.incremental_builds "
+            f"where model_name = '{name}' order by built_at desc limit 1"
+        )[0][0]
+        if rebuilt_rows is None:
+            return None
+        sql = (
+            f'select * from "{self._schema(layer)}"."{name}" '
+            f"where not coalesce(({rebuilt_rows}), false)"
+        )
+        if self.engine == "duckdb":
+            with duckdb.connect(str(self.work / "warehouse.duckdb"), read_only=True) as con:
+                return pl.from_arrow(con.sql(sql).to_arrow_table())
+        return pl.read_database(sql, self.pg, infer_schema_length=None)
 
     def rebuilt_whole(self) -> bool:
         """Whether the last build signalled a whole rebuild (a change row without an order)."""
@@ -153,11 +195,13 @@ class Warehouse:
         return {order_id for (order_id,) in rows if order_id is not None}
 
     def _last_changes(self, select: str, where: str) -> list[tuple]:
-        schema = "intermediate" if self.engine == "duckdb" else f"{self.schema}_intermediate"
-        sql = (
+        schema = self._schema("intermediate")
+        return self._query(
             f"select {select} from {schema}.incremental_changes where {where} "
             f"and changed_at = (select max(built_at) from {schema}.incremental_builds)"
         )
+
+    def _query(self, sql: str) -> list[tuple]:
         if self.engine == "duckdb":
             with duckdb.connect(str(self.work / "warehouse.duckdb"), read_only=True) as con:
                 return con.execute(sql).fetchall()
@@ -169,6 +213,22 @@ class Warehouse:
         if self.engine == "postgres":
             drop_postgres_schemas(self.pg, self.schema)
             self.pg.close()
+
+
+def changed_outside_rebuilt_rows(warehouse: Warehouse, before: dict[str, pl.DataFrame]) -> list:
+    """The incremental models holding a row outside their last build's rebuilt rows that
+    the tables `before` that build did not hold."""
+    changed = []
+    for table in INCREMENTAL_MODELS:
+        kept = warehouse.rows_not_rebuilt(table)
+        if kept is None:
+            continue
+        previous = before[table].drop(LINEAGE_COLUMNS, strict=False)
+        # PostgreSQL's reads infer types from the rows: a column of nulls has none.
+        kept = kept.drop(LINEAGE_COLUMNS, strict=False).cast(previous.schema)
+        if not kept.join(previous, on=kept.columns, how="anti", nulls_equal=True).is_empty():
+            changed.append(table)
+    return changed
 
 
 def shop(customers: int, seed: int) -> pl.DataFrame:
@@ -273,6 +333,7 @@ def test_incremental_nights_equal_full_rebuilds(tmp_path_factory, engine, seed, 
         warehouse.land(orders, first_window, "window")
         loaded, ever_sent = dated_in(orders, first_window), orders
         warehouse.build(FIRST_AS_OF)
+        incremental = warehouse.tables()
         day = as_of = FIRST_AS_OF
         for _ in range(nights):
             day += timedelta(days=rng.randint(1, 20))
@@ -299,6 +360,8 @@ def test_incremental_nights_equal_full_rebuilds(tmp_path_factory, engine, seed, 
             resent = (landed & loaded) - may_change
             assert resent <= warehouse.changed_orders(lineage_only=True), f"night of {day}"
             loaded |= landed
+            changed = changed_outside_rebuilt_rows(warehouse, before=incremental)
+            assert not changed, f"night of {day}: rows changed outside the rebuilt ones: {changed}"
             incremental, rebuilt = warehouse.tables(), warehouse.tables(rebuilt=True)
             assert sorted(incremental) == sorted(rebuilt)
             problems = [
@@ -309,3 +372,48 @@ def test_incremental_nights_equal_full_rebuilds(tmp_path_factory, engine, seed, 
             assert not problems, f"{engine}, night of {day}, as of {as_of}: {problems}"
     finally:
         warehouse.close()
+
+
+def test_data_tests_check_the_rows_a_night_rebuilt(tmp_path):
+    """A night's uniqueness tests of the segment history and fct_orders count a duplicate
+    among the rows it rebuilt (the last months, the new orders' customers) and not one
+    among the rows it kept (the first month, an untouched order)."""
+    warehouse = Warehouse("duckdb", tmp_path)
+    orders = shop(60, seed=7)
+    warehouse.land(orders, LoadWindow(first=None, last=FIRST_AS_OF), "window")
+    warehouse.dbt("run", warehouse.config(), FIRST_AS_OF)
+    day = FIRST_AS_OF + timedelta(days=3)
+    orders = night(random.Random(7), orders, day)
+    window = LoadWindow(first=day - timedelta(days=LOOKBACK_DAYS), last=day)
+    warehouse.land(orders, window, "window")
+    warehouse.dbt("run", warehouse.config(), day)
+    new_order = "n-2024-07-03-0"
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        con.execute(
+            "insert into customer_segment_history select * from customer_segment_history "
+            "where snapshot_month in ((select min(snapshot_month) from customer_segment_history),"
+            " (select max(snapshot_month) from customer_segment_history)) "
+            "qualify row_number() over (partition by snapshot_month order by customer_id) = 1"
+        )
+        untouched = con.execute(
+            "select order_id from fct_orders where customer_id not in (select customer_id "
+            "from fct_orders where order_id = ?) limit 1",
+            [new_order],
+        ).fetchall()[0][0]
+        con.execute(
+            "insert into fct_orders select * from fct_orders where order_id in (?, ?)",
+            [new_order, untouched],
+        )
+    target = warehouse.dbt(
+        "test", warehouse.config(), day, "--select", "customer_segment_history fct_orders"
+    )
+    results = json.loads((target / "run_results.json").read_text())["results"]
+    failures = {
+        result["unique_id"].split(".")[2]: result["failures"]
+        for result in results
+        if result["unique_id"].split(".")[2].startswith("unique")
+    }
+    assert failures == {
+        "unique_combination_of_columns_customer_segment_history_snapshot_month__customer_id": 1,
+        "unique_fct_orders_order_id": 1,
+    }

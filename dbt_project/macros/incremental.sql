@@ -27,7 +27,7 @@
         on_schema_change='sync_all_columns',
         pre_hook="{{ delete_rebuilt_rows('" ~ kind ~ "', " ~ records_literal ~ ", "
             ~ lineage ~ ") }}",
-        post_hook="{{ record_build(" ~ records_literal ~ ") }}",
+        post_hook="{{ record_build('" ~ kind ~ "', " ~ records_literal ~ ") }}",
     ) }}
 {% endmacro %}
 
@@ -63,7 +63,8 @@
             built_at timestamp not null,
             through_load_sequence bigint not null,
             as_of_date date,
-            fingerprint varchar(64) not null
+            fingerprint varchar(64) not null,
+            rebuilt_rows {{ dbt.type_string() }}
         );
         create table if not exists {{ intermediate_table('incremental_changes') }} (
             changed_at timestamp not null,
@@ -78,6 +79,8 @@
             add column if not exists version_hash varchar(32);
         alter table {{ intermediate_table('incremental_changes') }}
             add column if not exists is_lineage_only boolean default false;
+        alter table {{ intermediate_table('incremental_builds') }}
+            add column if not exists rebuilt_rows {{ dbt.type_string() }};
     {% endif %}
 {% endmacro %}
 
@@ -316,12 +319,14 @@
         and order_date <= greatest({{ date_literal(scope.as_of_date) }}, {{ current_as_of_date() }})
 {% endmacro %}
 
-{# Post-hook: records this build. A model that records changes also tells the models
-   downstream to rebuild whole after a whole rebuild here. The model recording loads is
-   upstream of the as-of date, so its build has none. #}
-{% macro record_build(records) %}
+{# Post-hook: records this build, with the rows it rebuilt as a condition on the model's
+   columns (null: the whole table), which the data tests marked `where: __rebuilt_rows__`
+   read. A model that records changes also tells the models downstream to rebuild whole
+   after a whole rebuild here. The model recording loads is upstream of the as-of date, so
+   its build has none. #}
+{% macro record_build(kind, records) %}
     {% if target.type != 'spark' %}
-        {% set scope = incremental_scope() if records else none %}
+        {% set scope = incremental_scope() %}
         {% if records and scope is none %}
             insert into {{ intermediate_table('incremental_changes') }}
             values ({{ build_stamp() }}, null, null, null, null, false);
@@ -335,6 +340,37 @@
             (select coalesce(max(load_sequence), 0) from {{ source('raw', 'load_audit') }}),
             {% if records == 'loads' %} null {% else %}
             {{ current_as_of_date() }} {% endif %},
-            '{{ build_fingerprint() }}'
+            '{{ build_fingerprint() }}',
+            {% if scope is none %} null {% else %}
+            '{{ rebuilt_rows(kind, scope) | replace("'", "''") }}' {% endif %}
     {% endif %}
 {% endmacro %}
+
+{# The rows of `relation` its last build rebuilt, as a condition on its columns; none when
+   that build rebuilt it whole or it is not incremental. #}
+{% macro last_rebuilt_rows(relation) %}
+    {% if not execute or target.type == 'spark' %}
+        {{ return(none) }}
+    {% endif %}
+    {% set last_build = run_query(
+        "select rebuilt_rows from " ~ intermediate_table('incremental_builds')
+        ~ " where model_name = '" ~ relation.identifier ~ "' order by built_at desc limit 1"
+    ) %}
+    {{ return(last_build.rows[0][0] if last_build.rows | length > 0 else none) }}
+{% endmacro %}
+
+{# dbt's own, plus the `where` value __rebuilt_rows__: a data test of an incremental model
+   checks only the rows its last build rebuilt, the rest having passed when they were built.
+   For tests of rows, and of keys that hold the column the model rebuilds by (the month, the
+   customer, the order): a night's tests then cost what its changes do, not the history. #}
+{% macro get_where_subquery(relation) -%}
+    {%- set where = config.get('where', '') -%}
+    {%- if where == '__rebuilt_rows__' -%}
+        {%- set where = last_rebuilt_rows(relation) -%}
+    {%- endif -%}
+    {%- if where -%}
+        {%- do return('(select * from ' ~ relation ~ ' where ' ~ where ~ ') dbt_subquery') -%}
+    {%- else -%}
+        {%- do return(relation) -%}
+    {%- endif -%}
+{%- endmacro %}
