@@ -67,6 +67,7 @@ LAYER_TABLES = {
     "intermediate": [
         "int_customers__period_activity",
         "int_customers__active_spells",
+        "int_customers__order_months",
         "int_calendar__periods",
     ],
 }
@@ -75,6 +76,7 @@ INCREMENTAL_MODELS = [
     "main.fct_orders",
     "intermediate.int_customers__period_activity",
     "intermediate.int_customers__active_spells",
+    "intermediate.int_customers__order_months",
     "main.customer_segment_history",
     "main.segment_movements",
     "main.retention_rates",

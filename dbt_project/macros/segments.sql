@@ -66,7 +66,7 @@
 {# Whether a span of a customer's running totals (from a month with orders to the month
    before the next one) covers the calendar month. #}
 {% macro span_covers_month(spans, calendar) -%}
-    {{ spans }}.first_month <= {{ calendar }}.period_start
+    {{ spans }}.order_month <= {{ calendar }}.period_start
     and (
         {{ spans }}.next_order_month is null
         or {{ spans }}.next_order_month > {{ calendar }}.period_start

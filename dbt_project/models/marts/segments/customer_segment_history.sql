@@ -1,7 +1,8 @@
 -- One row per customer and month, from the customer's first month to the as-of month: RFM,
 -- named segment, tier and lifecycle state at the month's end (or at the as-of date).
 -- A customer's totals change only in months with orders, so they are computed once per
--- such month (a span, until the next one) and spread over the span's months; the scores
+-- such month (int_customers__order_months: a span, until the next one) and spread over the
+-- span's months; the scores
 -- and tiers come from each month's bounds (the values at the quintile and tier positions),
 -- found from counts per value, so no step sorts the customer-months. Each row also scores
 -- the month before from that month's bounds, which gives the previous_* columns.
@@ -25,9 +26,9 @@
 
 with
 
-orders as (
+spans as (
 
-    select * from {{ ref('fct_orders') }}
+    select * from {{ ref('int_customers__order_months') }}
 
 ),
 
@@ -38,85 +39,6 @@ calendar as (
     {%- if scope is not none %}
         and period_start >= {{ month_before }}
     {%- endif %}
-
-),
-
-order_days as (
-
-    select
-        customer_id,
-        order_date,
-        count(*) as valid_orders,
-        sum(net_amount) as net_revenue
-    from orders
-    group by customer_id, order_date
-
-),
-
-order_day_gaps as (
-
-    select
-        customer_id,
-        order_date,
-        valid_orders,
-        net_revenue,
-        {{ dbt.datediff(
-            'lag(order_date) over (partition by customer_id order by order_date)',
-            'order_date',
-            'day'
-        ) }} as days_since_previous_order,
-        {% set next_order_date =
-            'lead(order_date) over (partition by customer_id order by order_date)' %}
-        coalesce(
-            {{ period_start('month', next_order_date) }}
-            > {{ period_start('month', 'order_date') }},
-            true
-        ) as is_last_in_month
-    from order_days
-
-),
-
-customer_months as (
-
-    select
-        customer_id,
-        {{ period_start('month', 'order_date') }} as order_month,
-        sum(valid_orders) as valid_orders,
-        sum(net_revenue) as net_revenue,
-        max(order_date) as last_order_date,
-        max(case when is_last_in_month then days_since_previous_order end)
-            as last_order_gap
-    from order_day_gaps
-    group by customer_id, {{ period_start('month', 'order_date') }}
-
-),
-
--- A customer's totals from a month with orders until the next one, and those
--- of the span before.
-spans as (
-
-    select
-        customer_id,
-        order_month as first_month,
-        lead(order_month) over customer_months_in_order as next_order_month,
-        cast(sum(valid_orders) over running_totals as bigint) as valid_orders,
-        sum(net_revenue) over running_totals as net_revenue,
-        last_order_date,
-        last_order_gap,
-        cast(sum(valid_orders) over totals_before as bigint) as previous_valid_orders,
-        sum(net_revenue) over totals_before as previous_net_revenue,
-        lag(last_order_date) over customer_months_in_order as previous_last_order_date,
-        lag(last_order_gap) over customer_months_in_order as previous_last_order_gap
-    from customer_months
-    window
-        customer_months_in_order as (partition by customer_id order by order_month),
-        running_totals as (
-            partition by customer_id order by order_month rows unbounded preceding
-        ),
-        totals_before as (
-            partition by customer_id order by order_month
-            rows between unbounded preceding and 1 preceding
-        )
 
 ),
 
@@ -287,7 +209,7 @@ span_months as (
             as days_since_last_order,
         {% for column in ['valid_orders', 'net_revenue', 'last_order_date', 'last_order_gap'] %}
         case
-            when calendar.period_start = spans.first_month then spans.previous_{{ column }}
+            when calendar.period_start = spans.order_month then spans.previous_{{ column }}
             else spans.{{ column }}
         end as before_{{ column }},
         {% endfor %}
