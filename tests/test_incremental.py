@@ -378,18 +378,29 @@ def test_incremental_nights_equal_full_rebuilds(tmp_path_factory, engine, seed, 
 
 def test_data_tests_check_the_rows_a_night_rebuilt(tmp_path):
     """A night's uniqueness tests of the segment history and fct_orders count a duplicate
-    among the rows it rebuilt (the last months, the new orders' customers) and not one
-    among the rows it kept (the first month, an untouched order)."""
+    among the rows it rebuilt (the last month, the new order's customer) and not one
+    among the rows it kept (the first month, an order of a customer the night left)."""
     warehouse = Warehouse("duckdb", tmp_path)
     orders = shop(60, seed=7)
     warehouse.land(orders, LoadWindow(first=None, last=FIRST_AS_OF), "window")
     warehouse.dbt("run", warehouse.config(), FIRST_AS_OF)
+    # One new order of a new customer: the night rebuilds July (the as-of date moves from
+    # June 30) and the customers with orders after June 30, nothing before.
     day = FIRST_AS_OF + timedelta(days=3)
-    orders = night(random.Random(7), orders, day)
+    new_order = "n-new"
+    fresh = orders.head(1).with_columns(
+        order_id=pl.lit(new_order),
+        customer_id=pl.lit("c-new"),
+        customer_email=pl.lit("c-new@example.com"),
+        ordered_at=pl.lit(f"{day.isoformat()} 10:00:00"),
+        updated_at=pl.lit(f"{day.isoformat()} 23:00:00"),
+        status=pl.lit("completed"),
+        amount=pl.lit("40.00"),
+        refunded_amount=pl.lit("0"),
+    )
     window = LoadWindow(first=day - timedelta(days=LOOKBACK_DAYS), last=day)
-    warehouse.land(orders, window, "window")
+    warehouse.land(pl.concat([orders, fresh]), window, "window")
     warehouse.dbt("run", warehouse.config(), day)
-    new_order = "n-2024-07-03-0"
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
         con.execute(
             "insert into customer_segment_history select * from customer_segment_history "
@@ -398,9 +409,9 @@ def test_data_tests_check_the_rows_a_night_rebuilt(tmp_path):
             "qualify row_number() over (partition by snapshot_month order by customer_id) = 1"
         )
         untouched = con.execute(
-            "select order_id from fct_orders where customer_id not in (select customer_id "
-            "from fct_orders where order_id = ?) limit 1",
-            [new_order],
+            "select min(order_id) from fct_orders where customer_id not in "
+            "(select customer_id from fct_orders where order_date > ?)",
+            [FIRST_AS_OF],
         ).fetchall()[0][0]
         con.execute(
             "insert into fct_orders select * from fct_orders where order_id in (?, ?)",

@@ -2,9 +2,9 @@
 -- named segment, tier and lifecycle state at the month's end (or at the as-of date).
 -- A customer's totals change only in months with orders, so they are computed once per
 -- such month (int_customers__order_months: a span, until the next one) and spread over the
--- span's months; the scores
--- and tiers come from each month's bounds (the values at the quintile and tier positions),
--- found from counts per value, so no step sorts the customer-months. Each row also scores
+-- span's months; the scores and tiers come from each month's bounds (the values at the
+-- quintile and tier positions), found from counts per value, so no step sorts the
+-- customer-months. Each row also scores
 -- the month before from that month's bounds, which gives the previous_* columns.
 -- Incremental (macros/incremental.sql): a night rebuilds the months from the first one a
 -- change can reach, and computes the month before it for the bounds only.
