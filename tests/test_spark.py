@@ -43,11 +43,12 @@ AS_OF = date(2025, 12, 31)
 SPARK_SCHEMA = "retention"
 DBT_PROJECT = ROOT / "dbt_project"
 
-# The vars the pipeline's dbt step passes (dbt_vars), for this process's config.
+# The vars the pipeline's dbt step passes (dbt_vars), for this process's config, and the
+# as-of date (which the pipeline passes in the environment).
 DBT_VARS_SCRIPT = """
 import json, sys
 from retention_pipeline.defs.transformation.assets import dbt_vars
-print(json.dumps(dbt_vars(sys.argv[1])))
+print(json.dumps({**dbt_vars(), "as_of": sys.argv[1]}))
 """
 
 # dbt build on the spark target, then every table and view of the marts' schema written to

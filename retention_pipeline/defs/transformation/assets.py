@@ -1,5 +1,7 @@
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +35,16 @@ class DbtBuildConfig(dg.Config):
     last build (docs/incremental.md)."""
 
 
-def dbt_vars(as_of: str | None) -> dict[str, Any]:
+# The run's as-of date reaches dbt in the environment (int_run__as_of reads it when the
+# `as_of` var is not set), not in --vars: dbt parses the whole project again whenever its
+# vars change (~3 s), and the as-of date changes every night.
+AS_OF_ENV = "RETENTION_AS_OF"
+
+
+def dbt_vars() -> dict[str, Any]:
+    """The vars of every dbt run: the configuration's, the same from night to night."""
     config = active_config()
     return {
-        "as_of": as_of,
         "active_window_days": config.active_window_days,
         "excluded_statuses": list(config.excluded_statuses),
         **config.segments.model_dump(),
@@ -66,10 +74,25 @@ def retention_dbt_models(
         "--exclude-resource-type",
         "unit_test",
         "--vars",
-        json.dumps(dbt_vars(config.as_of)),
+        json.dumps(dbt_vars()),
         *(["--full-refresh"] if config.full_refresh else []),
     ]
-    yield from dbt.cli(args, context=context, target_path=warehouse_target_path()).stream()
+    with _environment(AS_OF_ENV, config.as_of or ""):  # dbt's environment is read here
+        invocation = dbt.cli(args, context=context, target_path=warehouse_target_path())
+    yield from invocation.stream()
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
 
 
 def dbt_ops_config(
