@@ -80,6 +80,7 @@ INCREMENTAL_MODELS = [
     "main.customer_segment_history",
     "main.segment_movements",
     "main.retention_rates",
+    "main.cohort_retention",
 ]
 # Updated in place for the orders a load re-sent unchanged, which no model rebuilds for.
 LINEAGE_COLUMNS = ["load_id", "source", "source_row"]

@@ -153,13 +153,15 @@
     {{ period_start(grain, 'least(' ~ dates | join(', ') ~ ')') }}
 {%- endmacro %}
 
-{# Whether a row's period (its columns grain and period_start) is rebuilt; with `look_back`,
-   from the period before each grain's first rebuilt one, which a period's start reads. #}
-{% macro in_rebuilt_periods(scope, look_back=false) -%}
-    case grain
+{# Whether a row's period (its columns grain and period_start, of `alias` if given) is
+   rebuilt; with `look_back`, from the period before each grain's first rebuilt one, which a
+   period's start reads. #}
+{% macro in_rebuilt_periods(scope, look_back=false, alias=none) -%}
+    {%- set prefix = alias ~ '.' if alias else '' -%}
+    case {{ prefix }}grain
     {%- for grain in calendar_grains() %}
         {%- set first = first_rebuilt_period(grain, scope) %}
-        when '{{ grain }}' then period_start >= {{
+        when '{{ grain }}' then {{ prefix }}period_start >= {{
             previous_period_start(grain, first) if look_back else first }}
     {%- endfor %}
     end

@@ -1,9 +1,19 @@
 -- One row per grain, cohort period and period number up to the as-of date, zero-filled.
+-- Incremental (macros/incremental.sql): a night rebuilds each grain's periods from the first
+-- one a change can reach. The cohorts that started before it keep their size (a change to
+-- a first order reaches back to its period), and their row of the period before carries
+-- the running sums.
+{{ incremental_config('periods') }}
+{% set scope = incremental_scope() %}
+
 with
 
 activity as (
 
     select * from {{ ref('int_customers__period_activity') }}
+    {%- if scope is not none %}
+    where {{ in_rebuilt_periods(scope) }}
+    {%- endif %}
 
 ),
 
@@ -65,6 +75,27 @@ repeat_periods as (
 
 ),
 
+{% if scope is not none %}
+-- Each earlier cohort's row of the period before the rebuilt ones.
+carried as (
+
+    select
+        grain,
+        cohort_start,
+        period_number,
+        period_start,
+        cohort_customers,
+        cumulative_net_revenue,
+        repeat_customers,
+        is_complete
+    from {{ this }}
+    where
+        {{ in_rebuilt_periods(scope, look_back=true) }}
+        and not {{ in_rebuilt_periods(scope) }}
+
+),
+{% endif %}
+
 cohort_repeaters as (
 
     select
@@ -73,6 +104,9 @@ cohort_repeaters as (
         period_start,
         count(*) as new_repeat_customers
     from repeat_periods
+    {%- if scope is not none %}
+    where {{ in_rebuilt_periods(scope) }}
+    {%- endif %}
     group by grain, cohort_start, period_start
 
 ),
@@ -85,6 +119,14 @@ cohort_sizes as (
         active_customers as cohort_customers
     from cohort_activity
     where cohort_start = period_start
+    {%- if scope is not none %}
+    union all
+    select
+        grain,
+        cohort_start,
+        cohort_customers
+    from carried
+    {%- endif %}
 
 ),
 
@@ -106,6 +148,9 @@ cells as (
         on
             cohort_sizes.grain = period_calendar.grain
             and cohort_sizes.cohort_start <= period_calendar.period_start
+    {%- if scope is not none %}
+    where {{ in_rebuilt_periods(scope, alias='period_calendar') }}
+    {%- endif %}
 
 ),
 
@@ -120,7 +165,8 @@ filled as (
         coalesce(cohort_activity.active_customers, 0) as active_customers,
         coalesce(cohort_activity.net_revenue, 0) as net_revenue,
         coalesce(cohort_repeaters.new_repeat_customers, 0) as new_repeat_customers,
-        cells.is_complete
+        cells.is_complete,
+        false as is_carried
     from cells
     left join cohort_activity
         on
@@ -132,6 +178,22 @@ filled as (
             cells.grain = cohort_repeaters.grain
             and cells.cohort_start = cohort_repeaters.cohort_start
             and cells.period_start = cohort_repeaters.period_start
+    {%- if scope is not none %}
+    -- The running sums so far, as the first row of each earlier cohort's sums below.
+    union all
+    select
+        grain,
+        cohort_start,
+        period_number,
+        period_start,
+        cohort_customers,
+        0 as active_customers,
+        cumulative_net_revenue as net_revenue,
+        repeat_customers as new_repeat_customers,
+        is_complete,
+        true as is_carried
+    from carried
+    {%- endif %}
 
 ),
 
@@ -156,7 +218,8 @@ final as (
             order by period_number
             rows unbounded preceding
         ) as bigint) as repeat_customers,
-        is_complete
+        is_complete,
+        is_carried
     from filled
 
 )
@@ -176,3 +239,4 @@ select
     {{ ratio('repeat_customers', 'cohort_customers') }} as repeat_purchase_rate,
     is_complete
 from final
+where not is_carried
