@@ -35,6 +35,27 @@ customers as (
 
 ),
 
+{% if scope is not none %}
+-- Each earlier cohort's row of the period before the rebuilt ones.
+carried as (
+
+    select
+        grain,
+        cohort_start,
+        period_number,
+        period_start,
+        cohort_customers,
+        cumulative_net_revenue,
+        repeat_customers,
+        is_complete
+    from {{ this }}
+    where
+        {{ in_rebuilt_periods(scope, look_back=true) }}
+        and not {{ in_rebuilt_periods(scope) }}
+
+),
+{% endif %}
+
 cohort_activity as (
 
     select
@@ -74,27 +95,6 @@ repeat_periods as (
     {% endfor %}
 
 ),
-
-{% if scope is not none %}
--- Each earlier cohort's row of the period before the rebuilt ones.
-carried as (
-
-    select
-        grain,
-        cohort_start,
-        period_number,
-        period_start,
-        cohort_customers,
-        cumulative_net_revenue,
-        repeat_customers,
-        is_complete
-    from {{ this }}
-    where
-        {{ in_rebuilt_periods(scope, look_back=true) }}
-        and not {{ in_rebuilt_periods(scope) }}
-
-),
-{% endif %}
 
 cohort_repeaters as (
 
