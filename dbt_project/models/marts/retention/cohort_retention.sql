@@ -36,7 +36,8 @@ customers as (
 ),
 
 {% if scope is not none %}
--- Each earlier cohort's row of the period before the rebuilt ones.
+-- Each earlier cohort's row of the period before the rebuilt ones, in the columns of
+-- `filled`: its running sums so far start each earlier cohort's sums below.
 carried as (
 
     select
@@ -45,9 +46,11 @@ carried as (
         period_number,
         period_start,
         cohort_customers,
-        cumulative_net_revenue,
-        repeat_customers,
-        is_complete
+        0 as active_customers,
+        cumulative_net_revenue as net_revenue,
+        repeat_customers as new_repeat_customers,
+        is_complete,
+        true as is_carried
     from {{ this }}
     where
         {{ in_rebuilt_periods(scope, look_back=true) }}
@@ -179,20 +182,8 @@ filled as (
             and cells.cohort_start = cohort_repeaters.cohort_start
             and cells.period_start = cohort_repeaters.period_start
     {%- if scope is not none %}
-    -- The running sums so far, as the first row of each earlier cohort's sums below.
     union all
-    select
-        grain,
-        cohort_start,
-        period_number,
-        period_start,
-        cohort_customers,
-        0 as active_customers,
-        cumulative_net_revenue as net_revenue,
-        repeat_customers as new_repeat_customers,
-        is_complete,
-        true as is_carried
-    from carried
+    select * from carried
     {%- endif %}
 
 ),
