@@ -240,8 +240,10 @@ def test_a_line_level_load_counts_lines(tmp_path):
 
 @pytest.mark.parametrize("line_items", [False, True], ids=["orders", "lines"])
 def test_a_load_in_parts_equals_a_load_in_one_piece(tmp_path, monkeypatch, line_items):
-    """Parts hold disjoint orders, every row of each (versions, lines, bad rows alike), so
-    loading a big source part by part changes nothing but the memory it takes."""
+    """Parts hold disjoint orders, every row of each (versions, lines, bad rows alike), and a
+    bounded window's parts only the orders it can touch, so loading a big source part by part
+    changes nothing but the memory and time it takes. The reference validates the whole source
+    at once, without parts."""
     from retention_pipeline.lib import quarantine
     from retention_pipeline.lib.extract import scan_source_rows
     from retention_pipeline.lib.generate import GENERATED_COLUMNS, generate_orders, write_orders
@@ -249,37 +251,62 @@ def test_a_load_in_parts_equals_a_load_in_one_piece(tmp_path, monkeypatch, line_
     orders = generate_orders(customers=150, seed=11, start=date(2024, 1, 1), end=date(2024, 3, 31))
     columns = {c: c for c in GENERATED_COLUMNS if c != "customer_email"}
     if line_items:
-        # Each order in two lines, the second in a later file; amounts as unit prices.
+        # Each order in two lines, the second in a later file and a day later; amounts as unit
+        # prices. A window can hold one line of an order and not the other.
         del columns["amount"]
         columns |= {"unit_price": "unit_price", "quantity": "quantity"}
         orders = orders.rename({"amount": "unit_price"}).with_columns(quantity=pl.lit("1"))
-        halves = [orders, orders.with_columns(unit_price=pl.lit("2.5"))]
+        later = pl.col("ordered_at").str.to_datetime(strict=False).dt.offset_by("1d")
+        second_lines = orders.with_columns(
+            unit_price=pl.lit("2.5"),
+            ordered_at=pl.coalesce(later.dt.to_string("%Y-%m-%d %H:%M:%S"), "ordered_at"),
+        )
+        halves = [orders, second_lines]
     else:
         halves = [orders.head(orders.height // 2), orders.tail(orders.height - orders.height // 2)]
-    loads = [EVERYTHING, LoadWindow(first=date(2024, 2, 1), last=date(2024, 2, 29))]
+    # The whole history, a month, then nights: each replaces the orders it touches.
+    loads = [
+        EVERYTHING,
+        LoadWindow(first=date(2024, 2, 1), last=date(2024, 2, 29)),
+        LoadWindow(first=date(2024, 3, 10), last=date(2024, 3, 10)),
+        LoadWindow(first=date(2024, 1, 24), last=date(2024, 1, 25)),
+    ]
+
+    def validate_whole(rows, config, window, now):
+        return [quarantine.validate(rows, config, window, now)]
+
     states, parts = [], []
-    for rows_per_part in (10**9, 41):
-        monkeypatch.setattr(quarantine, "ROWS_PER_PART", rows_per_part)
-        directory = tmp_path / str(rows_per_part)
+    for validation, rows_per_part in (
+        (validate_whole, None),
+        (quarantine.validate_in_parts, 10**9),
+        (quarantine.validate_in_parts, 41),
+    ):
+        if rows_per_part:
+            monkeypatch.setattr(quarantine, "ROWS_PER_PART", rows_per_part)
+        directory = tmp_path / f"{validation.__name__}-{rows_per_part}"
         for number, half in enumerate(halves):
             write_orders(half, directory / f"orders-{number}.csv")
         config = file_source(directory, "orders-*.csv", columns, line_items=line_items)
         results = []
         for window in loads:
-            batches = list(
-                quarantine.validate_in_parts(scan_source_rows(config), config, window, LOAD_NOW)
-            )
+            batches = list(validation(scan_source_rows(config), config, window, LOAD_NOW))
             parts.append(len(batches))
             with connect(directory / "warehouse.duckdb") as con:
                 results.append(write_load(con, "orders", window, batches, LOAD_NOW, False))
         assert all(result.balanced for result in results)
         tables = {t: _table(directory, t) for t in ("orders", "rejected_orders")}
         states.append((tables, [dataclasses.replace(r, load_id="") for r in results]))
-    assert parts[:2] == [1, 1] and min(parts[2:]) > 5
-    (whole, whole_results), (in_parts, parts_results) = states
-    assert whole_results == parts_results
+    one_piece, big_parts, small_parts = (parts[i : i + len(loads)] for i in (0, 4, 8))
+    assert one_piece == big_parts == [1] * len(loads)
+    # The whole history in many parts; a night's few orders in fewer.
+    print(parts)
+    assert small_parts[0] > 5 and small_parts[1] > 1 and small_parts[2] < small_parts[1]
+    (whole, whole_results), *others = states
     assert whole["orders"].height > 200 and whole["rejected_orders"].height > 5
-    assert _same(whole, in_parts)
+    assert [r.rows_read for r in whole_results[1:]] != [0, 0, 0]
+    for tables, results in others:
+        assert results == whole_results
+        assert _same(whole, tables)
 
 
 # --- failures -------------------------------------------------------------------------------

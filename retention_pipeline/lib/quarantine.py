@@ -49,13 +49,19 @@ class LoadWindow:
 @dataclass(frozen=True)
 class Part:
     """One of `count` disjoint sets of orders, chosen by a hash of the order key: a part
-    holds every row (version, line, refund row) of its orders."""
+    holds every row (version, line, refund row) of its orders. With `order_keys`, only of
+    those orders (and the rows without an order key)."""
 
     index: int
     count: int
+    order_keys: pl.Series | None = None
 
     def holds(self, order_key: pl.Expr) -> pl.Expr:
-        return order_key.fill_null("").hash(seed=0) % self.count == self.index
+        held = order_key.fill_null("").hash(seed=0) % self.count == self.index
+        if self.order_keys is None:
+            return held
+        listed = order_key.is_null() | order_key.is_in(self.order_keys.implode())
+        return listed if self.count == 1 else held & listed
 
 
 @dataclass
@@ -161,23 +167,36 @@ def _reason(checks: list[Check]) -> pl.Expr:
     return pl.coalesce([pl.when(failed).then(reason) for failed, _, reason in checks])
 
 
+def _order_id_columns(config: PipelineConfig, present: set[str]) -> tuple[pl.Expr, pl.Expr]:
+    """A row's order_id and refund_of, as read from the source."""
+    order_id = pl.col("source_row") if config.source.generate_order_id else _text("order_id")
+    refund_of = _text("refund_of") if "refund_of" in present else pl.lit(None, dtype=pl.String)
+    return order_id, refund_of
+
+
+def _rows_of(rows: pl.LazyFrame, config: PipelineConfig, part: Part) -> pl.LazyFrame:
+    """The source rows of `part`, chosen before anything else is computed: the other parts'
+    rows then cost nothing more."""
+    if part.count == 1 and part.order_keys is None:
+        return rows
+    order_id, refund_of = _order_id_columns(config, set(rows.collect_schema().names()))
+    return rows.filter(part.holds(pl.coalesce(refund_of, order_id)))
+
+
 def _dated_rows(
     rows: pl.LazyFrame, config: PipelineConfig, part: Part = Part(0, 1)
 ) -> pl.LazyFrame:
     """The rows of `part`, with order_id and the timestamps typed: what a load window needs.
     The other columns stay as read."""
     present = set(rows.collect_schema().names())
-    order_id = pl.col("source_row") if config.source.generate_order_id else _text("order_id")
-    refund_of = _text("refund_of") if "refund_of" in present else pl.lit(None, dtype=pl.String)
+    order_id, refund_of = _order_id_columns(config, present)
     timestamps = [c for c in ("ordered_at", "updated_at") if c in present]
     # Chosen on the whole source, so that every part reads its timestamps alike.
     parsed = [
         _parse_timestamp(c, timestamp_formats(rows, c, config), config.source_timezone)
         for c in timestamps
     ]
-    if part.count > 1:
-        # Before anything else is computed: the other parts' rows cost nothing more.
-        rows = rows.filter(part.holds(pl.coalesce(refund_of, order_id)))
+    rows = _rows_of(rows, config, part)
     dated = (
         rows
         # Raw text kept to tell an empty value from an unreadable one. The stripped text gets
@@ -777,9 +796,42 @@ def validate_in_parts(
     that a source of any size is checked in bounded memory; each part reads the source again.
     """
     fx_rates = read_fx_rates(config)
-    count = max(1, math.ceil(rows.select(pl.len()).collect().item() / ROWS_PER_PART))
+    order_keys = None
+    if window.first is not None:
+        order_keys = _orders_a_window_can_touch(rows, config, window, _future_horizon(config, now))
+    read = _rows_of(rows, config, Part(0, 1, order_keys)).select(pl.len()).collect().item()
+    count = max(1, math.ceil(read / ROWS_PER_PART))
     for index in range(count):
-        yield validate(rows, config, window, now, fx_rates, Part(index, count))
+        yield validate(rows, config, window, now, fx_rates, Part(index, count, order_keys))
+
+
+def _orders_a_window_can_touch(
+    rows: pl.LazyFrame, config: PipelineConfig, window: LoadWindow, horizon: datetime
+) -> pl.Series:
+    """The keys of the orders a bounded window's load can take: those with a row ordered or
+    updated in the window, or placed nowhere. One pass over the source, after which the parts
+    read only these orders: a night reads a day's orders, not the history `ROWS_PER_PART`
+    rows at a time. It holds every order `_touched_rows` takes (a line is placed at some line's
+    ordered_at, a row at its own), and may hold more, which `_touched_rows` then leaves out.
+    """
+    timezone = config.reporting_timezone
+
+    def dated_in_window(column: str) -> pl.Expr:
+        day = _local_date(pl.col(column), timezone)
+        return (day >= window.first) & (day <= window.last)
+
+    can_touch = (
+        _unplaceable(pl.col("ordered_at"), horizon)
+        | dated_in_window("ordered_at")
+        | dated_in_window("updated_at").fill_null(False)
+    )
+    return (
+        _dated_rows(rows, config)
+        .filter(pl.col("_order_key").is_not_null() & can_touch)
+        .select(pl.col("_order_key").unique())
+        .collect(engine="streaming")
+        .to_series()
+    )
 
 
 def newest_update(rows: pl.LazyFrame, config: PipelineConfig, until: datetime) -> datetime | None:
