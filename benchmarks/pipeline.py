@@ -176,7 +176,8 @@ def _next_day(data: Path) -> date:
 
 
 def _floor_times(data: Path, config: Path) -> FloorTimes:
-    with duckdb.connect() as con:
+    # An in-memory database spills into `.tmp` in the working directory unless told otherwise.
+    with duckdb.connect(config={"temp_directory": str(WORK / "floor.tmp")}) as con:
         con.execute("set enable_progress_bar = false")
         return compute_floor(con, data, load_config(config))
 
