@@ -37,17 +37,40 @@ customer_days as (
 
 ),
 
-by_grain as (
+days as (
 
-    {% for grain in grains %}
+    -- customer_days is one row per customer and day already.
+    select
+        'day' as grain,
+        customer_id,
+        first_order_date as cohort_start,
+        order_date as period_start,
+        first_order_date = order_date as is_first_period,
+        valid_orders,
+        net_revenue
+    from customer_days
+
+),
+
+longer_periods as (
+
+    -- Each grain grouped on its own: four smaller aggregations spill far less than one
+    -- over every grain's rows.
+    {% for grain in grains if grain != 'day' %}
     select
         '{{ grain }}' as grain,
         customer_id,
         {{ period_start(grain, 'first_order_date') }} as cohort_start,
         {{ period_start(grain, 'order_date') }} as period_start,
-        valid_orders,
-        net_revenue
+        {{ period_start(grain, 'first_order_date') }}
+        = {{ period_start(grain, 'order_date') }} as is_first_period,
+        cast(sum(valid_orders) as bigint) as valid_orders,
+        sum(net_revenue) as net_revenue
     from customer_days
+    group by
+        customer_id,
+        {{ period_start(grain, 'first_order_date') }},
+        {{ period_start(grain, 'order_date') }}
     {{ "union all" if not loop.last }}
     {% endfor %}
 
@@ -55,16 +78,9 @@ by_grain as (
 
 final as (
 
-    select
-        grain,
-        customer_id,
-        cohort_start,
-        period_start,
-        cohort_start = period_start as is_first_period,
-        cast(sum(valid_orders) as bigint) as valid_orders,
-        sum(net_revenue) as net_revenue
-    from by_grain
-    group by grain, customer_id, cohort_start, period_start
+    select * from days
+    union all
+    select * from longer_periods
 
 )
 
