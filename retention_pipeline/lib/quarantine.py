@@ -794,6 +794,7 @@ def validate_in_parts(
 ) -> Iterator[LoadBatch]:
     """`validate`, one part of the orders at a time (`ROWS_PER_PART` source rows each), so
     that a source of any size is checked in bounded memory; each part reads the source again.
+    A bounded window's parts hold only the orders it can touch (`_orders_a_window_can_touch`).
     """
     fx_rates = read_fx_rates(config)
     order_keys = None
