@@ -54,8 +54,8 @@ days as (
 
 longer_periods as (
 
-    -- Each grain grouped on its own: four smaller aggregations spill far less than one
-    -- over every grain's rows.
+    -- Each grain grouped on its own: one aggregation over every grain's rows ran out of
+    -- memory at 100M orders (docs/DECISIONS.md, "Models under the memory bound").
     {% for grain in grains if grain != 'day' %}
     select
         '{{ grain }}' as grain,
