@@ -46,6 +46,7 @@ from pipeline_helpers import (
     table_differences,
 )
 
+from retention_pipeline.defs.transformation.assets import AS_OF_ENV
 from retention_pipeline.lib.extract import scan_source_rows
 from retention_pipeline.lib.generate import generate_orders
 from retention_pipeline.lib.marketing import spend_ddl
@@ -130,14 +131,18 @@ class Warehouse:
 
     def dbt(self, command: str, config, as_of: date, *extra: str) -> Path:
         """Runs dbt `command`; returns its target folder."""
-        # The raw layer is the incremental warehouse's, for the rebuilt twin too.
-        dbt_vars = {"as_of": as_of.isoformat(), "raw_schema": self.config().raw_schema}
+        # The raw layer is the incremental warehouse's, for the rebuilt twin too. The as-of
+        # date goes in the environment, as the pipeline passes it: a change of vars would
+        # make dbt parse the whole project again on every night.
+        dbt_vars = {"raw_schema": self.config().raw_schema}
+        env = {**os.environ, **dbt_profile_env(config), AS_OF_ENV: as_of.isoformat()}
+        # A target folder per twin: its profile differs, which also makes dbt parse again.
         target = self.work / f"{config.warehouse.type}-{len(extra)}.dbt-target"
         result = subprocess.run(
             [str(Path(sys.executable).parent / "dbt"), command, "--project-dir", str(DBT_PROJECT),
              "--profiles-dir", str(DBT_PROJECT), "--target-path", str(target),
              "--vars", json.dumps(dbt_vars), "--exclude", NOT_BUILT, *extra],
-            capture_output=True, text=True, env={**os.environ, **dbt_profile_env(config)},
+            capture_output=True, text=True, env=env,
         )  # fmt: skip
         if command == "run":
             assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
