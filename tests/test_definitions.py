@@ -169,7 +169,7 @@ def test_the_row_accounting_check_blocks_downstream(asset_graph):
     ("asset", "check"),
     [
         ("fct_orders", "unique_fct_orders_order_id"),
-        ("fct_orders", "not_null_fct_orders_order_id"),
+        ("fct_orders", "column_values_fct_orders"),
         ("dim_customers", "unique_dim_customers_customer_id"),
         ("customer_base_daily", "unique_customer_base_daily_activity_date"),
         ("cohort_retention", "unique_combination_of_columns_cohort_retention"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import polars.selectors as cs
 import pytest
@@ -645,6 +647,66 @@ def test_backfill_as_one_run_equals_the_full_run(nightly, corrected_run):
 # --------------------------------------------------------------------------------------------
 # 7. dbt's unit tests
 # --------------------------------------------------------------------------------------------
+
+
+def test_column_values_tests_count_each_broken_rule(base, tmp_path):
+    """The column_values test of a model (its not_null, value_between and accepted_values)
+    returns one row per column and rule that rows break, with their count, and none for a
+    model whose rows keep every rule."""
+    warehouse = tmp_path / "broken.duckdb"
+    shutil.copy(base.warehouse, warehouse)
+    with duckdb.connect(str(warehouse)) as con:
+        orders = [row[0] for row in con.sql("select order_id from fct_orders limit 3").fetchall()]
+        con.execute("update fct_orders set order_date = null where order_id = ?", [orders[0]])
+        con.execute("update fct_orders set net_amount = -5 where order_id in (?, ?)", orders[1:])
+        one_customer = "customer_id = (select min(customer_id) from dim_customers)"
+        con.execute(
+            "update customer_segment_history set tier = 'gold', recency_score = 6 "
+            f"where {one_customer}"
+        )
+        months = con.sql(
+            f"select count(*) from customer_segment_history where {one_customer}"
+        ).fetchall()[0][0]
+    tests = [
+        "column_values_fct_orders",
+        "column_values_customer_segment_history",
+        "column_values_dim_customers",
+    ]
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "dbt"), "test", "--select", *tests, "--store-failures",
+         "--profiles-dir", ".", "--target-path", str(tmp_path / "target"),
+         "--log-path", str(tmp_path / "logs")],
+        cwd=ROOT / "dbt_project",
+        env={**os.environ, "RETENTION_DUCKDB_PATH": str(warehouse)},
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    results = json.loads((tmp_path / "target" / "run_results.json").read_text())["results"]
+    statuses = {
+        r["unique_id"].split(".")[2]: (r["status"], r["failures"])
+        for r in results
+        if r["unique_id"].startswith("test.")
+    }
+    assert statuses == {
+        "column_values_fct_orders": ("fail", 2),
+        "column_values_customer_segment_history": ("fail", 2),
+        "column_values_dim_customers": ("pass", 0),
+    }, result.stdout[-4000:]
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        broken = {
+            test: set(con.sql(f"select * from dbt_test__audit.{test}").fetchall())
+            for test in tests[:2]
+        }
+    assert broken == {
+        "column_values_fct_orders": {
+            ("order_date", "not_null", 1),
+            ("net_amount", "value_between", 2),
+        },
+        "column_values_customer_segment_history": {
+            ("tier", "accepted_values", months),
+            ("recency_score", "value_between", months),
+        },
+    }
 
 
 def test_dbt_unit_tests_pass(base, tmp_path):

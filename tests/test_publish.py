@@ -216,10 +216,9 @@ def test_the_monthly_tables_are_marts_with_a_month_column_that_is_never_null():
         (model,) = [n for n in nodes if n["resource_type"] == "model" and n["name"] == table]
         assert column in model["columns"], (table, column)
         assert any(
-            n["resource_type"] == "test"
-            and n["test_metadata"]["name"] == "not_null"
+            n["test_metadata"]["name"] == "column_values"
             and n["attached_node"] == model["unique_id"]
-            and n["column_name"] == column
+            and column in n["test_metadata"]["kwargs"].get("not_null", [])
             for n in nodes
             if "test_metadata" in n
         ), (table, column)
