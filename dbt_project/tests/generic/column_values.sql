@@ -1,8 +1,9 @@
 {% test column_values(model, not_null=[], value_between={}, accepted_values={}) %}
 -- dbt's not_null, value_between and accepted_values for the columns of a model, as one
--- test and one scan: a dbt node per column and rule cost a third of a small build's time
--- (docs/DECISIONS.md, "Column tests"). One row per column and rule that some rows break,
--- with their count. Nulls pass value_between and accepted_values; not_null catches them.
+-- test and one scan: a dbt node per column and rule cost about a quarter of a small
+-- build's time (docs/DECISIONS.md, "Column tests"). One row per column and rule that some
+-- rows break, with their count. Nulls pass value_between and accepted_values; not_null
+-- catches them.
 {%- set checks = [] -%}
 {%- for column in not_null -%}
     {%- do checks.append((column, 'not_null', column ~ ' is null')) -%}
