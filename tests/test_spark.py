@@ -6,9 +6,11 @@ local PySpark and this machine's JDK, registers those files as the sources' tabl
 (macros/spark.sql, the var raw_parquet_dir) and builds every model with the vars the
 pipeline passed, and the same process reads every mart back from Spark.
 
-The build runs the models and the singular tests (the metric identities); the generic
-tests (keys, not null, accepted values) are left out to keep this to a few minutes: the
-cell comparison with DuckDB, whose build ran all of them, covers what they check.
+The build runs the models and every data test (keys, relationships, the column rules of
+column_values and the metric identities), which must pass on Spark as they do on DuckDB.
+Then rows breaking two of fct_orders' column rules are appended, and its column_values
+test must fail on Spark with a row per broken rule: its passing is not a test that cannot
+fail.
 """
 
 from __future__ import annotations
@@ -53,22 +55,26 @@ print(json.dumps({**dbt_vars(), "as_of": sys.argv[1]}))
 
 # dbt build on the spark target, then every table and view of the marts' schema written to
 # <out>/<name>.parquet through the Spark session dbt built them in (one JVM start, not two).
+# Last, copies of a few fct_orders rows with a null order_date and a negative net_amount
+# are appended, and its column_values test runs with --store-failures: its status, failure
+# count and stored rows go to <work>/broken_rules.json.
 SPARK_BUILD_SCRIPT = """
 import json, sys
 from pathlib import Path
 import pyarrow.parquet as pq
 from dbt.cli.main import dbtRunner
-from pyspark.sql import SparkSession
+from pyspark.sql import SparkSession, functions as F
 
-project, dbt_vars, work, schema = sys.argv[1:]
+project, dbt_vars, work, schema, broken_orders = sys.argv[1:]
 work = Path(work)
-result = dbtRunner().invoke([
-    "build", "--target", "spark",
-    "--project-dir", project, "--profiles-dir", project,
-    "--target-path", str(work / "dbt-target"), "--log-path", str(work / "dbt-logs"),
-    "--exclude-resource-type", "unit_test", "--exclude", "test_type:generic",
-    "--vars", dbt_vars,
-])
+def dbt(*args):
+    return dbtRunner().invoke([
+        *args, "--target", "spark",
+        "--project-dir", project, "--profiles-dir", project,
+        "--target-path", str(work / "dbt-target"), "--log-path", str(work / "dbt-logs"),
+        "--vars", dbt_vars,
+    ])
+result = dbt("build", "--exclude-resource-type", "unit_test")
 if not result.success:
     sys.exit(f"dbt build on Spark failed: {result.exception or 'see the log above'}")
 spark = SparkSession.builder.getOrCreate()  # the session the build ran in
@@ -76,13 +82,31 @@ out = work / "marts"
 out.mkdir()
 for table in spark.catalog.listTables(schema):
     pq.write_table(spark.table(f"{schema}.{table.name}").toArrow(), out / f"{table.name}.parquet")
+
+orders = spark.table(f"{schema}.fct_orders")
+broken = spark.createDataFrame(orders.limit(int(broken_orders)).collect(), orders.schema)
+broken = broken.withColumn("order_date", F.lit(None).cast("date")).withColumn(
+    "net_amount", F.lit(-5).cast(orders.schema["net_amount"].dataType)
+)
+broken.write.insertInto(f"{schema}.fct_orders")
+test = "column_values_fct_orders"
+result = dbt("test", "--select", test, "--store-failures")
+(outcome,) = [r for r in result.result.results if r.node.name == test]
+stored = spark.table(f"{outcome.node.schema}.{outcome.node.alias}").collect()
+(work / "broken_rules.json").write_text(json.dumps({
+    "status": str(outcome.status),
+    "failures": outcome.failures,
+    "rows": sorted([r.column_name, r.rule, r.failing_rows] for r in stored),
+}))
 """
+BROKEN_ORDERS = 3
 
 
 @dataclass(frozen=True)
 class SparkRun:
     duckdb: Path
     marts: Path  # one Parquet file per mart, as read from Spark
+    broken_rules: dict  # column_values_fct_orders on Spark, after rows broke two rules
 
     def mart_names(self) -> list[str]:
         return sorted(path.stem for path in self.marts.glob("*.parquet"))
@@ -131,11 +155,13 @@ def spark_run(tmp_path_factory) -> SparkRun:
         json.dumps(dbt_vars),
         str(directory),
         SPARK_SCHEMA,
+        str(BROKEN_ORDERS),
         config=config,
         what="dbt build on Spark",
         env={"RETENTION_SPARK_DIR": str(directory / "spark")},
     )
-    return SparkRun(warehouse, directory / "marts")
+    broken_rules = json.loads((directory / "broken_rules.json").read_text())
+    return SparkRun(warehouse, directory / "marts", broken_rules)
 
 
 def test_the_same_marts_are_built_on_spark(spark_run):
@@ -147,3 +173,14 @@ def test_the_same_marts_are_built_on_spark(spark_run):
 def test_every_cell_of_every_mart_is_the_same_on_duckdb_and_spark(spark_run):
     problems = mart_differences(spark_run.duckdb, "Spark", spark_run.read_mart)
     assert not problems, "\n".join(problems)
+
+
+def test_a_broken_column_rule_fails_its_test_on_spark(spark_run):
+    assert spark_run.broken_rules == {
+        "status": "fail",
+        "failures": 2,
+        "rows": [
+            ["net_amount", "value_between", BROKEN_ORDERS],
+            ["order_date", "not_null", BROKEN_ORDERS],
+        ],
+    }
