@@ -159,7 +159,8 @@ def test_bg_nbd_expected_purchases_match_the_paper(fitted):
 def test_the_holdout_evaluation_on_cdnow(fitted, calibration):
     bg, _ = fitted["bg_nbd"]
     gg, _ = fitted["gamma_gamma"]
-    evaluation = holdout_evaluation(calibration, bg, gg, holdout_length=39.0)
+    rows = summary_rows(calibration["frequency"], calibration["recency"], calibration["age"])
+    evaluation = holdout_evaluation(calibration, rows, bg, gg, holdout_length=39.0)
     total = evaluation.filter(frequency_bucket="all").row(0, named=True)
     assert total["customers"] == 2357
     assert total["actual_purchases"] == 1882
@@ -606,8 +607,9 @@ def test_predicted_ltv_is_p_alive_times_the_value_if_alive():
             "monetary_value": [None, 22.35, 40.0],
         }
     )
+    rows = summary_rows(summary["frequency"], summary["recency"], summary["age"])
     out = customer_predictions(
-        summary, bg, gg, time_unit="week", horizon_months=12, annual_discount_rate=0.0,
+        summary, rows, bg, gg, time_unit="week", horizon_months=12, annual_discount_rate=0.0,
         gross_margin=0.5,
     )  # fmt: skip
     assert np.allclose(out["predicted_ltv"], out["p_alive"] * out["predicted_ltv_if_alive"])

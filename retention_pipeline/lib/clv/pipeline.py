@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 import numpy as np
 import polars as pl
 
-from retention_pipeline.lib.clv.mle import FitResult
+from retention_pipeline.lib.clv.mle import FitResult, Rows
 from retention_pipeline.lib.clv.models import COUNT_MODELS, GammaGamma, summary_rows
 from retention_pipeline.lib.clv.predict import (
     backtest_errors,
@@ -108,13 +108,11 @@ def run_clv(
     summary = orders.summary(as_of, unit)
     if summary.is_empty():
         return _no_customers(config, previous_params, as_of)
+    # Compressed once: the fit, its check, the predictions and the forecast share them.
+    rows = _rows(summary)
 
     # The production fit, as of the as-of date.
-    counts, count_fit = _checked(
-        *count_cls.fit(summary_rows(summary["frequency"], summary["recency"], summary["age"])),
-        summary,
-        config,
-    )
+    counts, count_fit = _checked(*count_cls.fit(rows), rows, config)
     spend, spend_fit = GammaGamma.fit(summary["frequency"], summary["monetary_value"])
     attempts = [(count_fit, "production", as_of), (spend_fit, "production", as_of)]
     rejected = [f for f in (count_fit, spend_fit) if not f.ok]
@@ -134,7 +132,7 @@ def run_clv(
     if spend is None:
         spend = _from_params(model_params, GammaGamma.name, GammaGamma)
 
-    predictions = _predictions(summary, counts, spend, config, gross_margin, as_of)
+    predictions = _predictions(summary, rows, counts, spend, config, gross_margin, as_of)
 
     # The holdout: fit before the split, predict the rest.
     holdout = _empty_holdout()
@@ -142,16 +140,15 @@ def run_clv(
     split = holdout_split(summary["first_purchase_date"].min(), as_of, config.holdout_days)
     if split is not None:
         early = orders.summary(split, unit, holdout_end=as_of)
-        early_counts, early_count_fit = _checked(
-            *count_cls.fit(summary_rows(early["frequency"], early["recency"], early["age"])),
-            early,
-            config,
-        )
+        early_rows = _rows(early)
+        early_counts, early_count_fit = _checked(*count_cls.fit(early_rows), early_rows, config)
         early_spend, early_spend_fit = GammaGamma.fit(early["frequency"], early["monetary_value"])
         attempts += [(early_count_fit, "holdout", split), (early_spend_fit, "holdout", split)]
         if early_counts is not None:
             length = (as_of - split).days / DAYS_PER_UNIT[unit]
-            holdout = holdout_evaluation(early, early_counts, early_spend, length).with_columns(
+            holdout = holdout_evaluation(
+                early, early_rows, early_counts, early_spend, length
+            ).with_columns(
                 model=pl.lit(config.model),
                 time_unit=pl.lit(unit),
                 calibration_end=pl.lit(split),
@@ -160,6 +157,7 @@ def run_clv(
             if early_spend is not None:
                 forecast = monthly_forecast(
                     early,
+                    early_rows,
                     orders.monthly_activity(split),
                     early_counts,
                     early_spend,
@@ -172,6 +170,7 @@ def run_clv(
     if counts is not None and spend is not None:
         forecast = monthly_forecast(
             summary,
+            rows,
             orders.monthly_activity(as_of),
             counts,
             spend,
@@ -200,13 +199,16 @@ def run_clv(
     )
 
 
-def _checked(model, result: FitResult, summary: pl.DataFrame, config: ClvConfig):
-    """The fit, rejected after all when its predictions for these customers over the
-    horizon are not finite numbers (parameters at the edge of what the special functions
-    can take)."""
+def _rows(summary: pl.DataFrame) -> Rows:
+    return summary_rows(summary["frequency"], summary["recency"], summary["age"])
+
+
+def _checked(model, result: FitResult, rows: Rows, config: ClvConfig):
+    """The fit, rejected after all when its predictions for the customers of `rows` over
+    the horizon are not finite numbers (parameters at the edge of what the special
+    functions can take)."""
     if model is None:
         return model, result
-    rows = summary_rows(summary["frequency"], summary["recency"], summary["age"])
     horizon = config.horizon_months * month_length(config.time_unit)
     with np.errstate(all="ignore"):
         values = np.concatenate(
@@ -231,7 +233,7 @@ def _no_customers(config: ClvConfig, previous: pl.DataFrame | None, as_of: date)
     forecast = _empty_forecast(as_of).clear()
     backtest = backtest_errors(forecast, pl.DataFrame(), as_of)
     return ClvRun(
-        customer_predictions=_predictions(empty_summary, None, None, config, 1.0, as_of),
+        customer_predictions=_predictions(empty_summary, None, None, None, config, 1.0, as_of),
         model_params=params.select(list(PARAMS_SCHEMA)),
         fit_attempts=_empty(ATTEMPTS_SCHEMA),
         holdout_eval=_empty_holdout(),
@@ -246,7 +248,7 @@ def _no_customers(config: ClvConfig, previous: pl.DataFrame | None, as_of: date)
     )
 
 
-def _predictions(summary, counts, spend, config, gross_margin, as_of) -> pl.DataFrame:
+def _predictions(summary, rows, counts, spend, config, gross_margin, as_of) -> pl.DataFrame:
     base = summary.select(
         "customer_id", "frequency", "recency", "age", "monetary_value", "first_purchase_date"
     )
@@ -266,6 +268,7 @@ def _predictions(summary, counts, spend, config, gross_margin, as_of) -> pl.Data
     else:
         values = customer_predictions(
             summary,
+            rows,
             counts,
             spend,
             time_unit=config.time_unit,

@@ -12,7 +12,8 @@ from datetime import date, timedelta
 import numpy as np
 import polars as pl
 
-from retention_pipeline.lib.clv.models import BgNbd, GammaGamma, ParetoNbd, summary_rows
+from retention_pipeline.lib.clv.mle import Rows
+from retention_pipeline.lib.clv.models import BgNbd, GammaGamma, ParetoNbd
 from retention_pipeline.lib.clv.summary import DAYS_PER_UNIT
 
 DAYS_PER_MONTH = 365.25 / 12
@@ -33,6 +34,7 @@ def monthly_discount_rate(annual_discount_rate: float) -> float:
 
 def customer_predictions(
     summary: pl.DataFrame,
+    rows: Rows,
     counts: CountModel,
     spend: GammaGamma | None,
     *,
@@ -46,8 +48,7 @@ def customer_predictions(
     each future month's purchases, discounted monthly at the annual rate, summed over the
     horizon; predicted_ltv_if_alive is the same for the customer if it is still alive
     (predicted_ltv = p_alive × predicted_ltv_if_alive). Without a spend model the value
-    columns are null."""
-    rows = summary_rows(summary["frequency"], summary["recency"], summary["age"])
+    columns are null. `rows`: the summary's `summary_rows`."""
     x, t_x, T = rows["x"], rows["t_x"], rows["T"]
     month = month_length(time_unit)
     discount = monthly_discount_rate(annual_discount_rate)
@@ -82,14 +83,15 @@ def customer_predictions(
 
 def holdout_evaluation(
     summary: pl.DataFrame,
+    rows: Rows,
     counts: CountModel,
     spend: GammaGamma | None,
     holdout_length: float,
 ) -> pl.DataFrame:
     """Predicted against actual repeat purchase days (and spend) in the holdout, by the
     customers' calibration frequency (0 to 6, 7+), with a total row `all`. `summary` has
-    the holdout columns; `holdout_length` is in the summary's time unit."""
-    rows = summary_rows(summary["frequency"], summary["recency"], summary["age"])
+    the holdout columns, `rows` its `summary_rows`; `holdout_length` is in the summary's
+    time unit."""
     predicted = counts.expected_purchases(holdout_length, rows["x"], rows["t_x"], rows["T"])
     frame = summary.with_columns(predicted_purchases=pl.Series(predicted[rows.inverse]))
     if spend is not None:
@@ -224,6 +226,7 @@ def _month_number(month: date) -> int:
 
 def monthly_forecast(
     summary: pl.DataFrame,
+    rows: Rows,
     activity: pl.DataFrame,
     counts: CountModel,
     spend: GammaGamma,
@@ -235,6 +238,7 @@ def monthly_forecast(
     """Active customers, orders and revenue per month after `origin`, from the customers of
     `summary` (calibrated at `origin`) through the models, and from new customers forecast
     by `acquisition_forecast` over `activity` (monthly_activity of the orders up to origin).
+    `rows`: the summary's `summary_rows`.
 
     The models count purchase days; orders are purchase days × the orders per purchase day
     of the last twelve months. A new customer's first purchase is worth the mean first-day
@@ -242,7 +246,6 @@ def monthly_forecast(
     """
     unit = DAYS_PER_UNIT[time_unit]
     periods = forecast_periods(origin, months)
-    rows = summary_rows(summary["frequency"], summary["recency"], summary["age"])
     x, t_x, T = rows["x"], rows["t_x"], rows["T"]
     weight = rows.weight
     per_purchase = spend.expected_spend(
