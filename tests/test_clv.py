@@ -25,6 +25,7 @@ from retention_pipeline.lib.clv.models import (
     GammaGamma,
     ParetoNbd,
     _prepare,
+    rows_of_summary,
     summary_rows,
 )
 from retention_pipeline.lib.clv.pipeline import holdout_split, run_clv
@@ -97,7 +98,7 @@ def calibration(sample_history) -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def fitted(calibration):
-    rows = summary_rows(calibration["frequency"], calibration["recency"], calibration["age"])
+    rows = rows_of_summary(calibration)
     bg, bg_fit = BgNbd.fit(rows)
     pareto, pareto_fit = ParetoNbd.fit(rows)
     gg, gg_fit = GammaGamma.fit(calibration["frequency"], calibration["monetary_value"])
@@ -159,7 +160,7 @@ def test_bg_nbd_expected_purchases_match_the_paper(fitted):
 def test_the_holdout_evaluation_on_cdnow(fitted, calibration):
     bg, _ = fitted["bg_nbd"]
     gg, _ = fitted["gamma_gamma"]
-    rows = summary_rows(calibration["frequency"], calibration["recency"], calibration["age"])
+    rows = rows_of_summary(calibration)
     evaluation = holdout_evaluation(calibration, rows, bg, gg, holdout_length=39.0)
     total = evaluation.filter(frequency_bucket="all").row(0, named=True)
     assert total["customers"] == 2357
@@ -607,7 +608,7 @@ def test_predicted_ltv_is_p_alive_times_the_value_if_alive():
             "monetary_value": [None, 22.35, 40.0],
         }
     )
-    rows = summary_rows(summary["frequency"], summary["recency"], summary["age"])
+    rows = rows_of_summary(summary)
     out = customer_predictions(
         summary, rows, bg, gg, time_unit="week", horizon_months=12, annual_discount_rate=0.0,
         gross_margin=0.5,
@@ -668,7 +669,7 @@ def test_days_and_weeks_give_the_same_model(sample_history, cls):
     fits = {}
     for unit in ("week", "day"):
         summary = sample_history.summary(CALIBRATION_END, unit)
-        rows = summary_rows(summary["frequency"], summary["recency"], summary["age"])
+        rows = rows_of_summary(summary)
         fits[unit] = (summary, *cls.fit(rows))
     (weeks, week_model, week_fit), (days, day_model, day_fit) = fits["week"], fits["day"]
     for name, value in week_fit.params.items():

@@ -9,8 +9,8 @@ pipeline passed, and the same process reads every mart back from Spark.
 The build runs the models and every data test (keys, relationships, the column rules of
 column_values and the metric identities), which must pass on Spark as they do on DuckDB.
 Then rows breaking two of fct_orders' column rules are appended, and its column_values
-test must fail on Spark with a row per broken rule: its passing is not a test that cannot
-fail.
+test must fail on Spark with a row per broken rule, so the passes above come from tests
+that can fail there.
 """
 
 from __future__ import annotations

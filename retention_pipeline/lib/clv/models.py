@@ -42,6 +42,11 @@ def summary_rows(x, t_x, T) -> Rows:
     return compress(x=np.asarray(x), t_x=np.asarray(t_x), T=np.asarray(T))
 
 
+def rows_of_summary(summary) -> Rows:
+    """`summary_rows` of a customer summary frame (OrderHistory.summary's columns)."""
+    return summary_rows(summary["frequency"], summary["recency"], summary["age"])
+
+
 def _relative_decay(k: float | np.ndarray, log_ratio: np.ndarray) -> np.ndarray:
     """(1 − exp(−k·L)) / k, and its limit L at k = 0."""
     k = np.asarray(k, dtype=np.float64)

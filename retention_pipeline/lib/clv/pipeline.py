@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from retention_pipeline.lib.clv.mle import FitResult, Rows
-from retention_pipeline.lib.clv.models import COUNT_MODELS, GammaGamma, summary_rows
+from retention_pipeline.lib.clv.models import COUNT_MODELS, GammaGamma, rows_of_summary
 from retention_pipeline.lib.clv.predict import (
     backtest_errors,
     customer_predictions,
@@ -109,7 +109,7 @@ def run_clv(
     if summary.is_empty():
         return _no_customers(config, previous_params, as_of)
     # Compressed once: the fit, its check, the predictions and the forecast share them.
-    rows = _rows(summary)
+    rows = rows_of_summary(summary)
 
     # The production fit, as of the as-of date.
     counts, count_fit = _checked(*count_cls.fit(rows), rows, config)
@@ -140,7 +140,7 @@ def run_clv(
     split = holdout_split(summary["first_purchase_date"].min(), as_of, config.holdout_days)
     if split is not None:
         early = orders.summary(split, unit, holdout_end=as_of)
-        early_rows = _rows(early)
+        early_rows = rows_of_summary(early)
         early_counts, early_count_fit = _checked(*count_cls.fit(early_rows), early_rows, config)
         early_spend, early_spend_fit = GammaGamma.fit(early["frequency"], early["monetary_value"])
         attempts += [(early_count_fit, "holdout", split), (early_spend_fit, "holdout", split)]
@@ -197,10 +197,6 @@ def run_clv(
         rejected=rejected,
         kept_previous=kept,
     )
-
-
-def _rows(summary: pl.DataFrame) -> Rows:
-    return summary_rows(summary["frequency"], summary["recency"], summary["age"])
 
 
 def _checked(model, result: FitResult, rows: Rows, config: ClvConfig):

@@ -48,7 +48,7 @@ def customer_predictions(
     each future month's purchases, discounted monthly at the annual rate, summed over the
     horizon; predicted_ltv_if_alive is the same for the customer if it is still alive
     (predicted_ltv = p_alive × predicted_ltv_if_alive). Without a spend model the value
-    columns are null. `rows`: the summary's `summary_rows`."""
+    columns are null. `rows`: the summary's `rows_of_summary`."""
     x, t_x, T = rows["x"], rows["t_x"], rows["T"]
     month = month_length(time_unit)
     discount = monthly_discount_rate(annual_discount_rate)
@@ -90,7 +90,7 @@ def holdout_evaluation(
 ) -> pl.DataFrame:
     """Predicted against actual repeat purchase days (and spend) in the holdout, by the
     customers' calibration frequency (0 to 6, 7+), with a total row `all`. `summary` has
-    the holdout columns, `rows` its `summary_rows`; `holdout_length` is in the summary's
+    the holdout columns, `rows` its `rows_of_summary`; `holdout_length` is in the summary's
     time unit."""
     predicted = counts.expected_purchases(holdout_length, rows["x"], rows["t_x"], rows["T"])
     frame = summary.with_columns(predicted_purchases=pl.Series(predicted[rows.inverse]))
@@ -238,7 +238,7 @@ def monthly_forecast(
     """Active customers, orders and revenue per month after `origin`, from the customers of
     `summary` (calibrated at `origin`) through the models, and from new customers forecast
     by `acquisition_forecast` over `activity` (monthly_activity of the orders up to origin).
-    `rows`: the summary's `summary_rows`.
+    `rows`: the summary's `rows_of_summary`.
 
     The models count purchase days; orders are purchase days × the orders per purchase day
     of the last twelve months. A new customer's first purchase is worth the mean first-day
