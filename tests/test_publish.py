@@ -20,7 +20,9 @@ from retention_pipeline.lib.config import load_config
 from retention_pipeline.lib.publish import MONTHLY_TABLES, publish, snapshot_path
 
 HISTORY = "customer_segment_history"
-MONTHS = ["2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01"]
+# Months a random night changes: those of the table, a new one, and new ones at both ends of
+# a year (a part's rows are found by a date range that crosses the year there).
+MONTHS = ["2023-12-01", "2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01", "2024-12-01"]
 
 
 def _warehouse(directory: Path):

@@ -18,7 +18,7 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from retention_pipeline.lib.config import PipelineConfig
@@ -28,7 +28,6 @@ from retention_pipeline.lib.warehouse import (
     postgres_tables,
     quote_identifier,
     sql_path,
-    sql_string,
 )
 
 PARQUET_LINK = "parquet"
@@ -42,7 +41,6 @@ MONTHLY_TABLES = {"customer_segment_history": "snapshot_month", "fct_orders": "o
 WHOLE = "all"  # the part of a table published whole
 # The snapshot's record of its parts, outside schema main (BI's tables).
 MANIFEST = "publishing.published_parts"
-PART_COLUMN = "__part"  # names the partitions of a Parquet write; not written to the files
 
 
 @dataclass(frozen=True)
@@ -160,10 +158,35 @@ def _columns(con, catalog: str, table: str) -> list[tuple[str, str]]:
     ).fetchall()
 
 
-def _part_sql(table: str) -> str:
-    """The part of each row of `table`, in SQL."""
+def _part_key_sql(table: str) -> str:
+    """The part of each row of `table`, in SQL: for a monthly table the month as a number
+    (202601 for the part 2026-01), which costs less per row than formatting it."""
     column = MONTHLY_TABLES.get(table)
-    return f"strftime({column}, '%Y-%m')" if column else f"'{WHOLE}'"
+    return f"(year({column}) * 100 + month({column}))" if column else f"'{WHOLE}'"
+
+
+def _part_name(table: str, key) -> str:
+    return f"{key // 100}-{key % 100:02d}" if table in MONTHLY_TABLES else key
+
+
+def _parts_filter(table: str, parts: list[str]) -> str:
+    """SQL selecting the rows of `parts` of `table`. The range on the month's column lets
+    DuckDB skip the row groups of other months instead of computing every row's part
+    (DECISIONS.md, "Publishing")."""
+    column = MONTHLY_TABLES.get(table)
+    months = sorted(part for part in parts if part != WHOLE)  # a monthly table's WHOLE is empty
+    if column is None:
+        return "true" if parts else "false"
+    if not months:
+        return "false"
+    first = date.fromisoformat(f"{months[0]}-01")
+    last = date.fromisoformat(f"{months[-1]}-01")
+    after_last = date(last.year + last.month // 12, last.month % 12 + 1, 1)
+    keys = ", ".join(month.replace("-", "") for month in months)
+    return (
+        f"{column} >= date '{first}' and {column} < date '{after_last}' "
+        f"and {_part_key_sql(table)} in ({keys})"
+    )
 
 
 def _published_parts(con) -> dict[str, dict[str, Part]]:
@@ -186,12 +209,11 @@ def _publish_table(
     """Brings `table` up to date in the snapshot and writes its Parquet folder: the parts
     whose rows changed are copied from the warehouse, the others kept (a hard link to the
     last version's file). Returns its parts and those it copied."""
-    part_sql = _part_sql(table)
     source = f'main."{table}"'
     current = {
-        part: (rows, content_hash)
-        for part, rows, content_hash in con.execute(
-            f"select {part_sql} as part, count(*), cast(sum(hash(t)) as varchar) "
+        _part_name(table, key): (rows, content_hash)
+        for key, rows, content_hash in con.execute(
+            f"select {_part_key_sql(table)} as part, count(*), cast(sum(hash(t)) as varchar) "
             f"from {source} as t group by part"
         ).fetchall()
     } or {WHOLE: (0, "0")}  # an empty table is one empty part
@@ -208,11 +230,10 @@ def _publish_table(
         # Views (the wide cohort pivot) become tables: the snapshot stands alone.
         con.execute(f"create or replace table {copy} as select * from {source}")
     elif replaced or removed:
-        con.execute(f"delete from {copy} where {part_sql} in ({_sql_list(replaced + removed)})")
+        con.execute(f"delete from {copy} where {_parts_filter(table, replaced + removed)}")
         if replaced:
             con.execute(
-                f"insert into {copy} select * from {source} "
-                f"where {part_sql} in ({_sql_list(replaced)})"
+                f"insert into {copy} select * from {source} where {_parts_filter(table, replaced)}"
             )
     directory = parquet / table
     directory.mkdir()
@@ -228,10 +249,6 @@ def _publish_table(
         for name, (rows, content_hash) in current.items()
     }
     return parts, set(replaced)
-
-
-def _sql_list(values: list[str]) -> str:
-    return ", ".join(sql_string(value) for value in values)
 
 
 def _link_files(folder: Path, files: tuple[str, ...], directory: Path) -> list[Path]:
@@ -250,32 +267,15 @@ def _link_files(folder: Path, files: tuple[str, ...], directory: Path) -> list[P
 
 
 def _write_parquet(con, table: str, parts: list[str], directory: Path) -> dict[str, list[Path]]:
-    """Writes `parts` of `table` as `<part>.parquet` in `directory` (and `<part>-1.parquet`
-    ..., should DuckDB split a part), in one pass over the table."""
+    """Writes each of `parts` of `table` as `<part>.parquet` in `directory`, one copy per
+    part (faster than one copy partitioned by part: DECISIONS.md, "Publishing")."""
     source = f'main."{table}"'
-    if parts == [WHOLE]:
-        path = directory / f"{WHOLE}.parquet"
-        con.execute(f"copy {source} to {sql_path(path)} (format parquet)")
-        return {WHOLE: [path]}
-    if not parts:
-        return {}
-    staging = directory / f".{PART_COLUMN}"
-    part_sql = _part_sql(table)
-    con.execute(
-        f'copy (select *, {part_sql} as "{PART_COLUMN}" from {source} '
-        f"where {part_sql} in ({_sql_list(parts)})) "
-        f'to {sql_path(staging)} (format parquet, partition_by ("{PART_COLUMN}"))'
-    )
     files = {}
     for name in parts:
-        written = sorted((staging / f"{PART_COLUMN}={name}").glob("*.parquet"))
-        files[name] = [
-            directory / (f"{name}.parquet" if i == 0 else f"{name}-{i}.parquet")
-            for i in range(len(written))
-        ]
-        for old, new in zip(written, files[name], strict=True):
-            old.rename(new)
-    shutil.rmtree(staging)
+        path = directory / f"{name}.parquet"
+        where = "" if name == WHOLE else f" where {_parts_filter(table, [name])}"
+        con.execute(f"copy (select * from {source}{where}) to {sql_path(path)} (format parquet)")
+        files[name] = [path]
     return files
 
 
