@@ -385,7 +385,8 @@ def test_incremental_nights_equal_full_rebuilds(tmp_path_factory, engine, seed, 
 def test_data_tests_check_the_rows_a_night_rebuilt(tmp_path):
     """A night's uniqueness tests of the segment history and fct_orders count a duplicate
     among the rows it rebuilt (the last month, the new order's customer) and not one
-    among the rows it kept (the first month, an order of a customer the night left)."""
+    among the rows it kept (the first month, an order of a customer the night left); its
+    column rules likewise count a broken value in the last month and not in the first."""
     warehouse = Warehouse("duckdb", tmp_path)
     orders = shop(60, seed=7)
     warehouse.land(orders, LoadWindow(first=None, last=FIRST_AS_OF), "window")
@@ -408,6 +409,11 @@ def test_data_tests_check_the_rows_a_night_rebuilt(tmp_path):
     warehouse.land(pl.concat([orders, fresh]), window, "window")
     warehouse.dbt("run", warehouse.config(), day)
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        for column_value, month in (("recency_score = 9", "min"), ("tier = 'gold'", "max")):
+            con.execute(
+                f"update customer_segment_history set {column_value} where snapshot_month = "
+                f"(select {month}(snapshot_month) from customer_segment_history)"
+            )
         con.execute(
             "insert into customer_segment_history select * from customer_segment_history "
             "where snapshot_month in ((select min(snapshot_month) from customer_segment_history),"
@@ -424,7 +430,12 @@ def test_data_tests_check_the_rows_a_night_rebuilt(tmp_path):
             [new_order, untouched],
         )
     target = warehouse.dbt(
-        "test", warehouse.config(), day, "--select", "customer_segment_history fct_orders"
+        "test",
+        warehouse.config(),
+        day,
+        "--select",
+        "customer_segment_history fct_orders",
+        "--store-failures",
     )
     results = json.loads((target / "run_results.json").read_text())["results"]
     failures = {
@@ -436,3 +447,8 @@ def test_data_tests_check_the_rows_a_night_rebuilt(tmp_path):
         "unique_combination_of_columns_customer_segment_history_snapshot_month__customer_id": 1,
         "unique_fct_orders_order_id": 1,
     }
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        broken_rules = con.execute(
+            "select column_name, rule from dbt_test__audit.column_values_customer_segment_history"
+        ).fetchall()
+    assert broken_rules == [("tier", "accepted_values")]
