@@ -34,6 +34,8 @@ from retention_pipeline.lib.clv.predict import (
     customer_predictions,
     forecast_periods,
     holdout_evaluation,
+    month_length,
+    monthly_forecast,
 )
 from retention_pipeline.lib.clv.summary import OrderHistory
 from retention_pipeline.lib.config import ClvConfig
@@ -619,6 +621,52 @@ def test_predicted_ltv_is_p_alive_times_the_value_if_alive():
         out["predicted_ltv"], out["expected_purchases"] * out["expected_spend"] * 0.5
     )
     assert out["p_alive"][0] == 1.0  # BG/NBD: no repeat purchase, no chance to drop out
+
+
+@pytest.mark.parametrize("model", [BgNbd(0.24, 4.4, 0.79, 2.4), ParetoNbd(0.55, 10.6, 0.61, 11.7)])
+def test_customers_sharing_frequency_and_age_keep_their_own_recency(model):
+    """The terms that depend on frequency and age only are computed once per such pair;
+    each customer's predictions and the forecast's sums still equal the models evaluated
+    customer by customer."""
+    origin = date(2024, 6, 30)
+    summary = pl.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "d", "e"],
+            "first_purchase_date": [origin - timedelta(weeks=39)] * 4 + [origin],
+            "frequency": [2.0, 2.0, 2.0, 5.0, 0.0],
+            "recency": [5.0, 20.0, 35.0, 20.0, 0.0],
+            "age": [39.0, 39.0, 39.0, 39.0, 0.0],
+            "monetary_value": [20.0, 20.0, 20.0, 30.0, None],
+            "first_day_spend": [15.0] * 5,
+        }
+    )
+    x, t_x, T = (summary[c].to_numpy() for c in ("frequency", "recency", "age"))
+    rows = rows_of_summary(summary)
+    horizon = 12 * month_length("week")
+    out = customer_predictions(
+        summary, rows, model, None, time_unit="week", horizon_months=12, annual_discount_rate=0.0
+    )
+    assert np.allclose(out["p_alive"], model.p_alive(x, t_x, T), rtol=1e-12)
+    assert np.allclose(out["expected_purchases"], model.expected_purchases(horizon, x, t_x, T))
+    assert out["expected_purchases"].n_unique() == 5
+
+    activity = pl.DataFrame(
+        {
+            "month": [date(2024, 6, 1)],
+            "orders": [10],
+            "purchase_days": [10],
+            "new_customers": [0],
+        }
+    )
+    forecast = monthly_forecast(
+        summary, rows, activity, model, GammaGamma(6.25, 3.74, 15.44),
+        origin=origin, time_unit="week", months=3,
+    )  # fmt: skip
+    ends = [((p.last - origin).days + 1) / 7 for p in forecast_periods(origin, 3)]
+    alive = [model.p_alive_after(end, x, t_x, T).sum() for end in ends]
+    to_date = [model.expected_purchases(end, x, t_x, T).sum() for end in ends]
+    assert np.allclose(forecast["existing_active_customers"], alive, rtol=1e-12)
+    assert np.allclose(forecast["existing_orders"], np.diff([0.0, *to_date]), rtol=1e-12)
 
 
 def test_forecast_periods_start_after_the_origin():

@@ -97,11 +97,11 @@ class BgNbd(_Model):
 
     def expected_purchases(self, t, x, t_x, T) -> np.ndarray:
         """E[purchases in (T, T + t] | x, t_x, T]."""
-        return self.expected_purchases_if_alive(t, x, t_x, T) * self.p_alive(x, t_x, T)
+        return self.expected_purchases_if_alive(t, x, T) * self.p_alive(x, t_x, T)
 
-    def expected_purchases_if_alive(self, t, x, t_x, T) -> np.ndarray:
-        """E[purchases in (T, T + t] | x, t_x, T, alive at T]."""
-        x, t_x, T = _arrays(x, t_x, T)
+    def expected_purchases_if_alive(self, t, x, T) -> np.ndarray:
+        """E[purchases in (T, T + t] | x, T, alive at T] (t_x does not enter)."""
+        x, T = _arrays(x, T)
         a, b, r = self._a(), self.b, self.r
         t = np.asarray(t, dtype=np.float64)
         z = t / (self.alpha + T + t)
@@ -120,14 +120,17 @@ class BgNbd(_Model):
         return (a + b - 1) / (a - 1) * (1 - tail)
 
     def p_alive_after(self, t, x, t_x, T) -> np.ndarray:
-        """P(alive at T + t | x, t_x, T): alive now and no drop-out after the purchases
-        of the next t, E[exp(−λ p t)] under the posterior Gamma(r + x, α + T) ×
-        Beta(a, b + x) = 2F1(r + x, a; a + b + x; −t/(α + T)), Pfaff-transformed."""
-        x, t_x, T = _arrays(x, t_x, T)
+        """P(alive at T + t | x, t_x, T)."""
+        return self.p_alive(x, t_x, T) * self.survival(t, x, T)
+
+    def survival(self, t, x, T) -> np.ndarray:
+        """P(alive at T + t | alive at T, x, T): no drop-out after the purchases of the next
+        t, E[exp(−λ p t)] under the posterior Gamma(r + x, α + T) × Beta(a, b + x) =
+        2F1(r + x, a; a + b + x; −t/(α + T)), Pfaff-transformed."""
+        x, T = _arrays(x, T)
         u = np.asarray(t, dtype=np.float64) / (self.alpha + T)
         a, b, r = self.a, self.b, self.r
-        survive = (1 + u) ** (-a) * hyp2f1(a, a + b - r, a + b + x, u / (1 + u))
-        return self.p_alive(x, t_x, T) * survive
+        return (1 + u) ** (-a) * hyp2f1(a, a + b - r, a + b + x, u / (1 + u))
 
     def p_alive_new(self, t) -> np.ndarray:
         u = np.asarray(t, dtype=np.float64) / self.alpha
@@ -278,11 +281,11 @@ class ParetoNbd(_Model):
 
     def expected_purchases(self, t, x, t_x, T) -> np.ndarray:
         """E[purchases in (T, T + t] | x, t_x, T]."""
-        return self.expected_purchases_if_alive(t, x, t_x, T) * self.p_alive(x, t_x, T)
+        return self.expected_purchases_if_alive(t, x, T) * self.p_alive(x, t_x, T)
 
-    def expected_purchases_if_alive(self, t, x, t_x, T) -> np.ndarray:
-        """E[purchases in (T, T + t] | x, t_x, T, alive at T]."""
-        x, t_x, T = _arrays(x, t_x, T)
+    def expected_purchases_if_alive(self, t, x, T) -> np.ndarray:
+        """E[purchases in (T, T + t] | x, T, alive at T] (t_x does not enter)."""
+        x, T = _arrays(x, T)
         t = np.asarray(t, dtype=np.float64)
         rate = (self.r + x) / (self.alpha + T)  # posterior mean of λ
         # E[min(t, lifetime left)] under the posterior Gamma(s, β + T) of μ.
@@ -297,9 +300,13 @@ class ParetoNbd(_Model):
         return self.r / self.alpha * exposure
 
     def p_alive_after(self, t, x, t_x, T) -> np.ndarray:
-        x, t_x, T = _arrays(x, t_x, T)
-        t = np.asarray(t, dtype=np.float64)
-        return self.p_alive(x, t_x, T) * ((self.beta + T) / (self.beta + T + t)) ** self.s
+        return self.p_alive(x, t_x, T) * self.survival(t, x, T)
+
+    def survival(self, t, x, T) -> np.ndarray:
+        """P(alive at T + t | alive at T): under the posterior Gamma(s, β + T) of μ (x
+        does not enter)."""
+        T, t = _arrays(T, t)
+        return ((self.beta + T) / (self.beta + T + t)) ** self.s
 
     def p_alive_new(self, t) -> np.ndarray:
         t = np.asarray(t, dtype=np.float64)
@@ -445,9 +452,5 @@ def _mean_age(rows: Rows) -> float:
     return max(float(np.average(rows["T"], weights=rows.weight)), 1.0)
 
 
-def _arrays(x, t_x, T) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (
-        np.asarray(x, dtype=np.float64),
-        np.asarray(t_x, dtype=np.float64),
-        np.asarray(T, dtype=np.float64),
-    )
+def _arrays(*values) -> tuple[np.ndarray, ...]:
+    return tuple(np.asarray(value, dtype=np.float64) for value in values)
