@@ -169,16 +169,13 @@ def _part_name(table: str, key) -> str:
     return f"{key // 100}-{key % 100:02d}" if table in MONTHLY_TABLES else key
 
 
-def _parts_filter(table: str, parts: list[str]) -> str:
-    """SQL selecting the rows of `parts` of `table`. The range on the month's column lets
-    DuckDB skip the row groups of other months instead of computing every row's part
-    (DECISIONS.md, "Publishing")."""
-    column = MONTHLY_TABLES.get(table)
-    months = sorted(part for part in parts if part != WHOLE)  # a monthly table's WHOLE is empty
-    if column is None:
-        return "true" if parts else "false"
-    if not months:
-        return "false"
+def _parts_filter(table: str, months: list[str]) -> str:
+    """SQL selecting the rows of `months` (parts of a monthly table; a table published
+    whole is only ever copied whole). The range on the month's column lets DuckDB skip the
+    row groups of other months instead of computing every row's part (DECISIONS.md,
+    "Publishing")."""
+    column = MONTHLY_TABLES[table]
+    months = sorted(months)
     first = date.fromisoformat(f"{months[0]}-01")
     last = date.fromisoformat(f"{months[-1]}-01")
     after_last = date(last.year + last.month // 12, last.month % 12 + 1, 1)
