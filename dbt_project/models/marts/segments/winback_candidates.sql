@@ -79,45 +79,48 @@ final as (
     select
         ranks.winback_rank,
         candidates.customer_id,
-        winback_reason_code,
-        case winback_reason_code
+        candidates.winback_reason_code,
+        case candidates.winback_reason_code
             when 'churned' then 'churned: no order for '
             when 'at_risk' then 'at risk: no order for '
             else 'low P(alive): no order for '
         end
-        || cast(days_since_last_order as {{ dbt.type_string() }})
+        || cast(candidates.days_since_last_order as {{ dbt.type_string() }})
         || ' days (active window {{ var("active_window_days") }} days); valid orders: '
-        || cast(valid_orders as {{ dbt.type_string() }})
+        || cast(candidates.valid_orders as {{ dbt.type_string() }})
         || ', historical value: '
-        || cast(round(historical_ltv, 2) as {{ dbt.type_string() }})
+        || cast(round(candidates.historical_ltv, 2) as {{ dbt.type_string() }})
         || coalesce(
             ', P(alive) '
-            || cast(round(cast(p_alive as decimal(18, 4)), 2) as {{ dbt.type_string() }})
+            || cast(
+                round(cast(candidates.p_alive as decimal(18, 4)), 2)
+                as {{ dbt.type_string() }}
+            )
             || ', predicted value if alive: '
             || cast(
-                round(cast(predicted_ltv_if_alive as decimal(18, 4)), 2)
+                round(cast(candidates.predicted_ltv_if_alive as decimal(18, 4)), 2)
                 as {{ dbt.type_string() }}
             ),
             ''
         )
         || '; tier '
-        || tier
+        || candidates.tier
         || ', segment '
-        || rfm_segment as winback_reason,
-        winback_value,
-        winback_value_basis,
-        p_alive,
-        predicted_ltv,
-        predicted_ltv_if_alive,
-        historical_ltv,
-        lifecycle_state,
-        churn_type,
-        rfm_segment,
-        tier,
-        last_order_date,
-        days_since_last_order,
-        valid_orders,
-        net_revenue
+        || candidates.rfm_segment as winback_reason,
+        candidates.winback_value,
+        candidates.winback_value_basis,
+        candidates.p_alive,
+        candidates.predicted_ltv,
+        candidates.predicted_ltv_if_alive,
+        candidates.historical_ltv,
+        candidates.lifecycle_state,
+        candidates.churn_type,
+        candidates.rfm_segment,
+        candidates.tier,
+        candidates.last_order_date,
+        candidates.days_since_last_order,
+        candidates.valid_orders,
+        candidates.net_revenue
     from candidates
     inner join ranks
         on candidates.customer_id = ranks.customer_id
