@@ -101,10 +101,22 @@ def run_clv(
 ) -> ClvRun:
     """`orders`: the valid orders; those after `as_of` are left out."""
     fitted_at = (fitted_at or datetime.now()).replace(microsecond=0, tzinfo=None)
-    unit = config.time_unit
-    count_cls = COUNT_MODELS[config.model]
     if as_of is None:  # no valid order yet
         return _no_customers(config, previous_params, date.today())
+    with orders.with_purchase_days(as_of) as grouped:
+        return _fit_and_predict(grouped, as_of, config, gross_margin, previous_params, fitted_at)
+
+
+def _fit_and_predict(
+    orders: OrderHistory,
+    as_of: date,
+    config: ClvConfig,
+    gross_margin: float,
+    previous_params: pl.DataFrame | None,
+    fitted_at: datetime,
+) -> ClvRun:
+    unit = config.time_unit
+    count_cls = COUNT_MODELS[config.model]
     summary = orders.summary(as_of, unit)
     if summary.is_empty():
         return _no_customers(config, previous_params, as_of)

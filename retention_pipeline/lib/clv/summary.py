@@ -58,9 +58,22 @@ class OrderHistory:
     """The valid orders in `relation` (columns customer_id, order_date, net_amount) of a
     warehouse session."""
 
-    def __init__(self, session: Session, relation: str):
+    def __init__(self, session: Session, relation: str, purchase_days: str | None = None):
         self.session = session
         self.relation = relation
+        self.purchase_days_table = purchase_days
+
+    @contextmanager
+    def with_purchase_days(self, up_to: date) -> Iterator[OrderHistory]:
+        """This history with its purchase days up to `up_to` grouped once, into a temporary
+        table: a CLV run's summaries read them five times (0.9 s each at 10M orders)."""
+        table = "clv_purchase_days"
+        self.session.execute(f"drop table if exists {table}")
+        self.session.execute(f"create temporary table {table} as {self._purchase_days(up_to)}")
+        try:
+            yield OrderHistory(self.session, self.relation, purchase_days=table)
+        finally:
+            self.session.execute(f"drop table if exists {table}")
 
     @classmethod
     @contextmanager
@@ -79,6 +92,8 @@ class OrderHistory:
 
     def _purchase_days(self, up_to: date) -> str:
         """One row per customer and order date up to `up_to`: the day's spend and orders."""
+        if self.purchase_days_table is not None:
+            return f"select * from {self.purchase_days_table} where order_date <= {_date(up_to)}"
         return (
             "select customer_id, order_date, sum(net_amount) as spend, count(*) as orders "
             f"from {self.relation} where order_date <= {_date(up_to)} "
@@ -194,7 +209,8 @@ class OrderHistory:
     def daily_activity(self, up_to: date) -> pl.DataFrame:
         """Per order date up to `up_to`: orders and revenue."""
         sql = (
-            f"select order_date, count(*) as orders, {_double('sum(net_amount)')} as revenue "
-            f"from {self.relation} where order_date <= {_date(up_to)} group by order_date"
+            f"select order_date, cast(sum(orders) as bigint) as orders, "
+            f"{_double('sum(spend)')} as revenue "
+            f"from ({self._purchase_days(up_to)}) as days group by order_date"
         )
         return self._read(sql, DAILY_SCHEMA).sort("order_date")
