@@ -74,7 +74,10 @@ class LoadBatch:
 
 
 def _text(name: str) -> pl.Expr:
-    return pl.col(name).str.strip_chars().replace("", None)
+    stripped = pl.col(name).str.strip_chars()
+    # Not replace("", None): that takes a query off Polars' streaming engine, which then holds
+    # every row (8 GiB instead of 1.3 to read 30M source rows).
+    return pl.when(stripped != "").then(stripped)
 
 
 def _first_non_null(exprs: list[pl.Expr]) -> pl.Expr:
