@@ -238,18 +238,20 @@ def test_a_line_level_load_counts_lines(tmp_path):
     assert result.balanced
 
 
-@pytest.mark.parametrize("line_items", [False, True], ids=["orders", "lines"])
-def test_a_load_in_parts_equals_a_load_in_one_piece(tmp_path, monkeypatch, line_items):
+@pytest.mark.parametrize("shape", ["orders", "lines", "files_of_different_columns"])
+def test_a_load_in_parts_equals_a_load_in_one_piece(tmp_path, monkeypatch, shape):
     """Parts hold disjoint orders, every row of each (versions, lines, bad rows alike), and a
     bounded window's parts only the orders it can touch, so loading a big source part by part
     changes nothing but the memory and time it takes. The reference validates the whole source
-    at once, without parts."""
+    at once, without parts. Files of different columns have their raw records as JSON before
+    the source is split into parts."""
     from retention_pipeline.lib import quarantine
     from retention_pipeline.lib.extract import scan_source_rows
     from retention_pipeline.lib.generate import GENERATED_COLUMNS, generate_orders, write_orders
 
     orders = generate_orders(customers=150, seed=11, start=date(2024, 1, 1), end=date(2024, 3, 31))
     columns = {c: c for c in GENERATED_COLUMNS if c != "customer_email"}
+    line_items = shape == "lines"
     if line_items:
         # Each order in two lines, the second in a later file and a day later; amounts as unit
         # prices. A window can hold one line of an order and not the other.
@@ -264,6 +266,8 @@ def test_a_load_in_parts_equals_a_load_in_one_piece(tmp_path, monkeypatch, line_
         halves = [orders, second_lines]
     else:
         halves = [orders.head(orders.height // 2), orders.tail(orders.height - orders.height // 2)]
+    if shape == "files_of_different_columns":
+        halves[1] = halves[1].with_columns(note=pl.lit("unmapped, kept in raw_record"))
     # The whole history, a month, then nights: each replaces the orders it touches.
     loads = [
         EVERYTHING,
@@ -276,14 +280,18 @@ def test_a_load_in_parts_equals_a_load_in_one_piece(tmp_path, monkeypatch, line_
         return [quarantine.validate(rows, config, window, now)]
 
     states, parts = [], []
-    for validation, rows_per_part in (
-        (validate_whole, None),
-        (quarantine.validate_in_parts, 10**9),
-        (quarantine.validate_in_parts, 41),
+    # Small parts read from the source, then from the files it is split into.
+    for validation, rows_per_part, split_past_parts in (
+        (validate_whole, None, None),
+        (quarantine.validate_in_parts, 10**9, None),
+        (quarantine.validate_in_parts, 41, 10**9),
+        (quarantine.validate_in_parts, 41, 0),
     ):
         if rows_per_part:
             monkeypatch.setattr(quarantine, "ROWS_PER_PART", rows_per_part)
-        directory = tmp_path / f"{validation.__name__}-{rows_per_part}"
+        if split_past_parts is not None:
+            monkeypatch.setattr(quarantine, "SPLIT_PAST_PARTS", split_past_parts)
+        directory = tmp_path / f"{validation.__name__}-{rows_per_part}-{split_past_parts}"
         for number, half in enumerate(halves):
             write_orders(half, directory / f"orders-{number}.csv")
         config = file_source(directory, "orders-*.csv", columns, line_items=line_items)
@@ -297,8 +305,9 @@ def test_a_load_in_parts_equals_a_load_in_one_piece(tmp_path, monkeypatch, line_
         tables = {t: _table(directory, t) for t in ("orders", "rejected_orders")}
         states.append((tables, [dataclasses.replace(r, load_id="") for r in results]))
         parts.append(counts)
-    one_piece, big_parts, small_parts = parts
+    one_piece, big_parts, small_parts, split_parts = parts
     assert one_piece == big_parts == [1] * len(loads)
+    assert split_parts == small_parts
     # The whole history in many parts; a night's few orders in fewer.
     assert small_parts[0] > 5 and small_parts[1] > 1 and small_parts[2] < small_parts[1]
     (whole, whole_results), *others = states

@@ -8,9 +8,11 @@ timestamp, or one far in the future) are read by every load and rejected by it.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 
@@ -36,6 +38,12 @@ SAMPLE_SIZE = 1000  # first values of a column that choose its formats
 REJECTED_COLUMNS = ("source_row", "raw_record", "reason_code", "reason", "order_id", "order_date")
 # Source rows validated at a time: Polars holds about 1 KiB per row while it checks them.
 ROWS_PER_PART = 4_000_000
+# Up to this many parts, each part reads the source again; past it, the source is split once
+# into a file per part. Here a split costs as much as about 11 more reads (benchmarks.md).
+SPLIT_PAST_PARTS = 12
+TIMESTAMP_COLUMNS = ("ordered_at", "updated_at")
+# The formats that read each timestamp column, chosen once for the whole source.
+TimestampFormats = dict[str, list[str]]
 
 
 @dataclass(frozen=True)
@@ -44,24 +52,6 @@ class LoadWindow:
 
     first: date | None
     last: date
-
-
-@dataclass(frozen=True)
-class Part:
-    """One of `count` disjoint sets of orders, chosen by a hash of the order key: a part
-    holds every row (version, line, refund row) of its orders. With `order_keys`, only of
-    those orders (and the rows without an order key)."""
-
-    index: int
-    count: int
-    order_keys: pl.Series | None = None
-
-    def holds(self, order_key: pl.Expr) -> pl.Expr:
-        held = order_key.fill_null("").hash(seed=0) % self.count == self.index
-        if self.order_keys is None:
-            return held
-        listed = order_key.is_null() | order_key.is_in(self.order_keys.implode())
-        return listed if self.count == 1 else held & listed
 
 
 @dataclass
@@ -128,6 +118,11 @@ def timestamp_formats(rows: pl.LazyFrame, column: str, config: PipelineConfig) -
     return fitting or [*NAIVE_FORMATS, *AWARE_FORMATS]
 
 
+def _source_timestamp_formats(rows: pl.LazyFrame, config: PipelineConfig) -> TimestampFormats:
+    present = rows.collect_schema().names()
+    return {c: timestamp_formats(rows, c, config) for c in TIMESTAMP_COLUMNS if c in present}
+
+
 def _parse_timestamp(name: str, formats: list[str], timezone: str) -> pl.Expr:
     """The stripped text in column `name` as naive UTC, by the first format that reads it."""
     value = pl.col(name)
@@ -177,29 +172,23 @@ def _order_id_columns(config: PipelineConfig, present: set[str]) -> tuple[pl.Exp
     return order_id, refund_of
 
 
-def _rows_of(rows: pl.LazyFrame, config: PipelineConfig, part: Part) -> pl.LazyFrame:
-    """The source rows of `part`, chosen before anything else is computed: the other parts'
-    rows then cost nothing more."""
-    if part.count == 1 and part.order_keys is None:
-        return rows
-    order_id, refund_of = _order_id_columns(config, set(rows.collect_schema().names()))
-    return rows.filter(part.holds(pl.coalesce(refund_of, order_id)))
+def _order_key_as_read(config: PipelineConfig, present: set[str]) -> pl.Expr:
+    """`_order_key` (see `_dated_rows`) from the source's text, before any typing."""
+    order_id, refund_of = _order_id_columns(config, present)
+    return pl.coalesce(refund_of, order_id)
 
 
 def _dated_rows(
-    rows: pl.LazyFrame, config: PipelineConfig, part: Part = Part(0, 1)
+    rows: pl.LazyFrame, config: PipelineConfig, formats: TimestampFormats | None = None
 ) -> pl.LazyFrame:
-    """The rows of `part`, with order_id and the timestamps typed: what a load window needs.
-    The other columns stay as read."""
+    """`rows` with order_id and the timestamps typed: what a load window needs. The other
+    columns stay as read. `formats` default to those that read `rows`."""
+    if formats is None:
+        formats = _source_timestamp_formats(rows, config)
     present = set(rows.collect_schema().names())
     order_id, refund_of = _order_id_columns(config, present)
-    timestamps = [c for c in ("ordered_at", "updated_at") if c in present]
-    # Chosen on the whole source, so that every part reads its timestamps alike.
-    parsed = [
-        _parse_timestamp(c, timestamp_formats(rows, c, config), config.source_timezone)
-        for c in timestamps
-    ]
-    rows = _rows_of(rows, config, part)
+    timestamps = [c for c in TIMESTAMP_COLUMNS if c in present]
+    parsed = [_parse_timestamp(c, formats[c], config.source_timezone) for c in timestamps]
     dated = (
         rows
         # Raw text kept to tell an empty value from an unreadable one. The stripped text gets
@@ -506,13 +495,12 @@ def _read_rows(
     horizon: datetime,
     row_checks: list[Check],
     rates: pl.DataFrame | None,
-    part: Part,
+    formats: TimestampFormats | None,
 ) -> pl.LazyFrame:
-    """The rows of `part` the window's load reads, typed, with `reason_code` of the first
-    failing row check (null when all pass) and `_placed_at`, the timestamp that places the
-    row."""
+    """The rows the window's load reads, typed, with `reason_code` of the first failing row
+    check (null when all pass) and `_placed_at`, the timestamp that places the row."""
     timezone = config.reporting_timezone
-    dated = _dated_rows(rows, config, part)
+    dated = _dated_rows(rows, config, formats)
     ordered_at = pl.col("ordered_at")
     if config.source.line_items:
         # An order lies where its earliest good line does, so the window takes it whole.
@@ -719,12 +707,13 @@ def validate(
     window: LoadWindow,
     now: datetime,
     fx_rates: pl.DataFrame | None = None,
-    part: Part = Part(0, 1),
+    formats: TimestampFormats | None = None,
 ) -> LoadBatch:
-    """Types and checks the rows of `part` that the window's load reads (see
-    `_touched_rows`): each ends in `orders` (newest version per order_id), in `rejected`, or
-    deduplicated. A netted refund row ends inside its original order (`refund_rows`), so it
-    counts as loaded. `fx_rates` defaults to the configured FX input (`read_fx_rates`)."""
+    """Types and checks the rows that the window's load reads (see `_touched_rows`): each
+    ends in `orders` (newest version per order_id), in `rejected`, or deduplicated. A netted
+    refund row ends inside its original order (`refund_rows`), so it counts as loaded.
+    `fx_rates` defaults to the configured FX input (`read_fx_rates`), `formats` to the
+    timestamp formats that read `rows`."""
     if fx_rates is None:
         fx_rates = read_fx_rates(config)
     horizon = _future_horizon(config, now)
@@ -734,7 +723,7 @@ def validate(
     # A line's values are checked once its order is whole; a row's at once.
     line_mode = config.source.line_items
     row_checks = parse_checks if line_mode else parse_checks + value_checks
-    read = _read_rows(rows, config, window, horizon, row_checks, fx_rates, part).collect(
+    read = _read_rows(rows, config, window, horizon, row_checks, fx_rates, formats).collect(
         engine="streaming"
     )
 
@@ -796,21 +785,50 @@ def validate_in_parts(
     rows: pl.LazyFrame, config: PipelineConfig, window: LoadWindow, now: datetime
 ) -> Iterator[LoadBatch]:
     """`validate`, one part of the orders at a time (`ROWS_PER_PART` source rows each), so
-    that a source of any size is checked in bounded memory; each part reads the source again.
-    A bounded window's parts hold only the orders it can touch (`_orders_a_window_can_touch`).
-    """
+    that a source of any size is checked in bounded memory. A bounded window's parts hold
+    only the orders it can touch (`_orders_a_window_can_touch`)."""
     fx_rates = read_fx_rates(config)
-    order_keys = None
+    # Chosen on the whole source, so that every part reads its timestamps alike.
+    formats = _source_timestamp_formats(rows, config)
+    order_key = _order_key_as_read(config, set(rows.collect_schema().names()))
     if window.first is not None:
-        order_keys = _orders_a_window_can_touch(rows, config, window, _future_horizon(config, now))
-    read = _rows_of(rows, config, Part(0, 1, order_keys)).select(pl.len()).collect().item()
-    count = max(1, math.ceil(read / ROWS_PER_PART))
-    for index in range(count):
-        yield validate(rows, config, window, now, fx_rates, Part(index, count, order_keys))
+        horizon = _future_horizon(config, now)
+        order_keys = _orders_a_window_can_touch(rows, config, window, horizon, formats)
+        rows = rows.filter(order_key.is_null() | order_key.is_in(order_keys.implode()))
+    count = math.ceil(rows.select(pl.len()).collect().item() / ROWS_PER_PART)
+    for part_rows in _parts(rows, order_key, count):
+        yield validate(part_rows, config, window, now, fx_rates, formats)
+
+
+def _parts(rows: pl.LazyFrame, order_key: pl.Expr, count: int) -> Iterator[pl.LazyFrame]:
+    """`rows` in `count` disjoint parts by a hash of the order key, so that a part holds every
+    row (version, line, refund row) of its orders. Each part filters the source, or, past
+    `SPLIT_PAST_PARTS`, reads its own temporary file: re-reading the whole source for every
+    part grows with the square of its size."""
+    if count <= 1:
+        yield rows
+        return
+    part = order_key.fill_null("").hash(seed=0) % count
+    if count <= SPLIT_PAST_PARTS:
+        for index in range(count):
+            yield rows.filter(part == index)
+        return
+    with tempfile.TemporaryDirectory(prefix="retention-parts-") as folder:
+        # lz4 writes faster than the default zstd, and the files last only this load.
+        rows.with_columns(part.alias("_part")).sink_parquet(
+            pl.PartitionBy(folder, key="_part", include_key=False), mkdir=True, compression="lz4"
+        )
+        # A folder per part that has rows; each keeps the reading order.
+        for part_folder in sorted(Path(folder).iterdir()):
+            yield pl.scan_parquet(part_folder / "*.parquet")
 
 
 def _orders_a_window_can_touch(
-    rows: pl.LazyFrame, config: PipelineConfig, window: LoadWindow, horizon: datetime
+    rows: pl.LazyFrame,
+    config: PipelineConfig,
+    window: LoadWindow,
+    horizon: datetime,
+    formats: TimestampFormats,
 ) -> pl.Series:
     """The keys of the orders a bounded window's load can take: those with a row ordered or
     updated in the window, or placed nowhere. One pass over the source, after which the parts
@@ -830,7 +848,7 @@ def _orders_a_window_can_touch(
         | dated_in_window("updated_at").fill_null(False)
     )
     return (
-        _dated_rows(rows, config)
+        _dated_rows(rows, config, formats)
         .filter(pl.col("_order_key").is_not_null() & can_touch)
         .select(pl.col("_order_key").unique())
         .collect(engine="streaming")
