@@ -130,8 +130,8 @@ class Warehouse:
 
     def build(self, as_of: date) -> None:
         """The night's incremental build and, at the same time, the whole rebuild into the
-        twin from the same raw layer (dbt only reads it): two processes, as a night's dbt
-        spends much of its time in Python on one core."""
+        twin from the same raw layer (dbt only reads it): two processes, as on these small
+        shops dbt's time is mostly Python on one core."""
         if self.engine == "duckdb":
             shutil.copy(self.work / "warehouse.duckdb", self.work / "rebuilt.duckdb")
         builds = [
