@@ -5,7 +5,9 @@
 -- span's months; the scores and tiers come from each month's bounds (the values at the
 -- quintile and tier positions), found from counts per value, so no step sorts the
 -- customer-months. Each row also scores
--- the month before from that month's bounds, which gives the previous_* columns.
+-- the month before from that month's bounds, which gives the previous_* columns. The bounds
+-- are joined to the months, then the months to the customers: DuckDB's estimate of the
+-- customer-months (hundreds) put them on the build side of a join to the bounds.
 -- Incremental (macros/incremental.sql): a night rebuilds the months from the first one a
 -- change can reach, and computes the month before it for the bounds only.
 {{ incremental_config('months') }}
@@ -23,6 +25,9 @@
 {% for measure in measures %}{% for k in range(1, 5) %}
 {% do quintile_bounds.append(measure ~ '_bound_' ~ k) %}
 {% endfor %}{% endfor %}
+{% set tier_bounds = [
+    'vip_net_revenue', 'vip_customer_id', 'pre_vip_net_revenue', 'pre_vip_customer_id',
+] %}
 
 with
 
@@ -193,33 +198,55 @@ month_bounds as (
 
 ),
 
+-- The months this build writes, with their bounds and the month before's.
+written_months as (
+
+    select
+        {% for bound in quintile_bounds + tier_bounds %}
+        bounds.{{ bound }},
+        bounds_before.{{ bound }} as before_{{ bound }},
+        {% endfor %}
+        calendar.period_start,
+        calendar.effective_end,
+        calendar.is_complete
+    from calendar
+    inner join month_bounds as bounds
+        on calendar.period_index = bounds.period_index
+    left join month_bounds as bounds_before
+        on calendar.period_index - 1 = bounds_before.period_index
+    {%- if scope is not none %}
+    where calendar.period_start >= {{ first_rebuilt_month }}
+    {%- endif %}
+
+),
+
 -- Every row's month, and the month before at its end: the same span's totals, or at the
 -- span's first month those of the span before (none in the customer's first month).
 span_months as (
 
     select
         spans.customer_id,
-        calendar.period_start as snapshot_month,
-        calendar.period_index,
-        calendar.effective_end as snapshot_date,
-        calendar.is_complete,
+        months.period_start as snapshot_month,
+        months.effective_end as snapshot_date,
+        months.is_complete,
         spans.valid_orders,
         spans.net_revenue,
-        {{ dbt.datediff('spans.last_order_date', 'calendar.effective_end', 'day') }}
+        {{ dbt.datediff('spans.last_order_date', 'months.effective_end', 'day') }}
             as days_since_last_order,
         {% for column in ['valid_orders', 'net_revenue', 'last_order_date', 'last_order_gap'] %}
         case
-            when calendar.period_start = spans.order_month then spans.previous_{{ column }}
+            when months.period_start = spans.order_month then spans.previous_{{ column }}
             else spans.{{ column }}
         end as before_{{ column }},
         {% endfor %}
+        {% for bound in quintile_bounds + tier_bounds %}
+        months.{{ bound }},
+        months.before_{{ bound }},
+        {% endfor %}
         spans.last_order_gap as days_since_previous_order
     from spans
-    inner join calendar
-        on {{ span_covers_month('spans', 'calendar') }}
-    {%- if scope is not none %}
-    where calendar.period_start >= {{ first_rebuilt_month }}
-    {%- endif %}
+    inner join written_months as months
+        on {{ span_covers_month('spans', 'months') }}
 
 ),
 
@@ -240,25 +267,21 @@ scored as (
 
     select
         snapshots.*,
-        {{ quintile_score('-1 * snapshots.days_since_last_order', 'bounds', 'recency') }}
+        {{ quintile_score('-1 * snapshots.days_since_last_order', 'snapshots.', 'recency') }}
             as recency_score,
-        {{ quintile_score('snapshots.valid_orders', 'bounds', 'frequency') }}
+        {{ quintile_score('snapshots.valid_orders', 'snapshots.', 'frequency') }}
             as frequency_score,
-        {{ quintile_score('snapshots.net_revenue', 'bounds', 'monetary') }}
+        {{ quintile_score('snapshots.net_revenue', 'snapshots.', 'monetary') }}
             as monetary_score,
-        {{ tier('snapshots.net_revenue', 'snapshots.customer_id', 'bounds') }} as tier,
+        {{ tier('snapshots.net_revenue', 'snapshots.customer_id', 'snapshots.') }} as tier,
         {{ quintile_score(
-            '-1 * snapshots.before_days_since_last_order', 'bounds_before', 'recency'
+            '-1 * snapshots.before_days_since_last_order', 'snapshots.before_', 'recency'
         ) }} as before_recency_score,
-        {{ quintile_score('snapshots.before_valid_orders', 'bounds_before', 'frequency') }}
+        {{ quintile_score('snapshots.before_valid_orders', 'snapshots.before_', 'frequency') }}
             as before_frequency_score,
-        {{ tier('snapshots.before_net_revenue', 'snapshots.customer_id', 'bounds_before') }}
+        {{ tier('snapshots.before_net_revenue', 'snapshots.customer_id', 'snapshots.before_') }}
             as before_tier
     from snapshots
-    inner join month_bounds as bounds
-        on snapshots.period_index = bounds.period_index
-    left join month_bounds as bounds_before
-        on snapshots.period_index - 1 = bounds_before.period_index
 
 ),
 
