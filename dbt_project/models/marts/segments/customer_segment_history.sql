@@ -146,24 +146,40 @@ bound_values as (
 
 ),
 
+-- The tiers' bounds, one row per month and tier as in bound_values. Grouped so that DuckDB
+-- estimates them from the months rather than from the range join above, and builds the
+-- hash table of the join below on them, not on every customer-month (a 10M full build's
+-- bounds: 9.5 -> 5.8 s).
+tier_bound_values as (
+
+    select
+        period_index,
+        bound,
+        max(measure_value) as net_revenue,
+        max(ties_within) as ties_within
+    from bound_values
+    where bound in ('vip', 'pre_vip')
+    group by period_index, bound
+
+),
+
 -- The customer at a tier's last position, among those tied on its net revenue.
 tier_bound_customers as (
 
     select
-        bound_values.period_index,
-        bound_values.bound,
+        tier_bound_values.period_index,
+        tier_bound_values.bound,
         month_values.customer_id,
-        bound_values.ties_within,
+        tier_bound_values.ties_within,
         row_number() over (
-            partition by bound_values.period_index, bound_values.bound
+            partition by tier_bound_values.period_index, tier_bound_values.bound
             order by month_values.customer_id
         ) as tie_position
-    from bound_values
+    from tier_bound_values
     inner join month_values
         on
-            bound_values.period_index = month_values.period_index
-            and bound_values.measure_value = month_values.net_revenue
-    where bound_values.bound in ('vip', 'pre_vip')
+            tier_bound_values.period_index = month_values.period_index
+            and tier_bound_values.net_revenue = month_values.net_revenue
 
 ),
 
