@@ -33,21 +33,21 @@
 
 {# The tier of a customer's net revenue, from the month's bounds: the last VIP's and the
    last pre-VIP's (net revenue, customer_id), ranked by revenue descending, then by
-   customer_id ascending; the bounds are the columns named with the prefix `bounds`. #}
-{% macro tier(net_revenue, customer_id, bounds) -%}
+   customer_id ascending; the bounds are the columns named with `bounds_prefix`. #}
+{% macro tier(net_revenue, customer_id, bounds_prefix) -%}
     case
         when
-            {{ net_revenue }} > {{ bounds }}vip_net_revenue
+            {{ net_revenue }} > {{ bounds_prefix }}vip_net_revenue
             or (
-                {{ net_revenue }} = {{ bounds }}vip_net_revenue
-                and {{ customer_id }} <= {{ bounds }}vip_customer_id
+                {{ net_revenue }} = {{ bounds_prefix }}vip_net_revenue
+                and {{ customer_id }} <= {{ bounds_prefix }}vip_customer_id
             )
             then 'vip'
         when
-            {{ net_revenue }} > {{ bounds }}pre_vip_net_revenue
+            {{ net_revenue }} > {{ bounds_prefix }}pre_vip_net_revenue
             or (
-                {{ net_revenue }} = {{ bounds }}pre_vip_net_revenue
-                and {{ customer_id }} <= {{ bounds }}pre_vip_customer_id
+                {{ net_revenue }} = {{ bounds_prefix }}pre_vip_net_revenue
+                and {{ customer_id }} <= {{ bounds_prefix }}pre_vip_customer_id
             )
             then 'pre_vip'
         else 'standard'
@@ -55,11 +55,11 @@
 {%- endmacro %}
 
 {# 1-5: one more for each of the month's quintile bounds of `measure` that `value` is above
-   (ties share the lowest score); the bounds are the columns named with the prefix `bounds`. #}
-{% macro quintile_score(value, bounds, measure) -%}
+   (ties share the lowest score); the bounds are the columns named with `bounds_prefix`. #}
+{% macro quintile_score(value, bounds_prefix, measure) -%}
     1
     {%- for k in range(1, 5) %}
-    + case when {{ value }} > {{ bounds }}{{ measure }}_bound_{{ k }} then 1 else 0 end
+    + case when {{ value }} > {{ bounds_prefix }}{{ measure }}_bound_{{ k }} then 1 else 0 end
     {%- endfor %}
 {%- endmacro %}
 

@@ -5,7 +5,7 @@
 
 with
 
-orders as {% if scope is not none %}{{ materialized_rebuilt_rows() }}{% endif %} (
+orders as {{ materialized_rebuilt_rows(scope) }} (
 
     select * from {{ ref('int_orders__classified') }}
     {%- if scope is not none %}
