@@ -321,17 +321,17 @@ def test_the_summary_is_in_byte_order_of_the_ids_on_duckdb():
 
 def test_the_summary_is_in_byte_order_of_the_ids_whatever_postgresqls_collation():
     con = postgres_connection()
-    cursor = con.cursor()
-    cursor.execute(
-        'create temporary table orders (customer_id text collate "und-x-icu", '
-        "order_date date, net_amount numeric(18, 2))"
-    )
-    cursor.executemany(
-        "insert into orders values (%s, %s, 10)",
-        [(c, DAY_ONE + timedelta(days=day)) for c in IDS_OUT_OF_LOCALE_ORDER for day in (0, 5)],
-    )
     end = DAY_ONE + timedelta(days=9)
     try:
+        cursor = con.cursor()
+        cursor.execute(
+            'create temporary table orders (customer_id text collate "und-x-icu", '
+            "order_date date, net_amount numeric(18, 4))"
+        )
+        cursor.executemany(
+            "insert into orders values (%s, %s, 10)",
+            [(c, DAY_ONE + timedelta(days=d)) for c in IDS_OUT_OF_LOCALE_ORDER for d in (0, 5)],
+        )
         history = OrderHistory(PostgresSession(con, "raw"), "orders")
         with history.with_purchase_days(end) as grouped:  # as a CLV run reads it
             summary = grouped.summary(end, "day")
