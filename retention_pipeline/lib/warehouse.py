@@ -137,6 +137,9 @@ def connect(path: Path, read_only: bool = False):
     # A setting, not a connect option: DuckDB refuses a second connection to an open file
     # with a different configuration.
     con.execute(f"set memory_limit = '{memory_limit()}'")
+    # Freed memory goes back to the system in the background: without it DuckDB's allocator
+    # kept gigabytes its queries had freed, beside the CLV step's own frames.
+    con.execute("set allocator_background_threads = true")
     try:
         yield con
     finally:

@@ -75,6 +75,18 @@ class ClvRun:
         return not self.rejected
 
 
+@dataclass(frozen=True)
+class _Holdout:
+    """What the fit before the holdout split leaves: its attempts, the predicted against
+    the actual purchases after the split, and the backtest of its forecast (None without
+    one)."""
+
+    split: date | None
+    attempts: list
+    evaluation: pl.DataFrame
+    backtest: pl.DataFrame | None
+
+
 def holdout_split(first_order: date, as_of: date, holdout_days: int | None) -> date | None:
     """The calibration end of the holdout evaluation: `holdout_days` before the as-of date,
     else the middle of the history (first order to as-of). None when the holdout or the
@@ -104,22 +116,37 @@ def run_clv(
     if as_of is None:  # no valid order yet
         return _no_customers(config, previous_params, date.today())
     with orders.with_purchase_days(as_of) as grouped:
-        return _fit_and_predict(grouped, as_of, config, gross_margin, previous_params, fitted_at)
+        first_day = grouped.first_purchase_date(as_of)
+        if first_day is None:
+            return _no_customers(config, previous_params, as_of)
+        # The holdout before the production summary is read: each reads a summary of its
+        # own and the holdout keeps only small tables of its, so the two are never in memory
+        # together; and the production's reads all done before the grouped purchase days
+        # are dropped, so the fit and predictions run without them (at 100M orders the
+        # step's peak was the holdout's summary read beside the production's frames).
+        split = holdout_split(first_day, as_of, config.holdout_days)
+        holdout = _holdout(grouped, split, as_of, config)
+        activity = grouped.monthly_activity(as_of)
+        summary = grouped.summary(as_of, config.time_unit)
+    return _production(
+        summary, activity, holdout, as_of, config, gross_margin, previous_params, fitted_at
+    )
 
 
-def _fit_and_predict(
-    orders: OrderHistory,
+def _production(
+    summary: pl.DataFrame,
+    activity: pl.DataFrame,
+    holdout: _Holdout,
     as_of: date,
     config: ClvConfig,
     gross_margin: float,
     previous_params: pl.DataFrame | None,
     fitted_at: datetime,
 ) -> ClvRun:
+    """The fit as of the as-of date on its `summary`, the predictions and the forecast from
+    it (`activity`: the monthly activity up to the as-of date), with what the holdout left."""
     unit = config.time_unit
     count_cls = COUNT_MODELS[config.model]
-    summary = orders.summary(as_of, unit)
-    if summary.is_empty():
-        return _no_customers(config, previous_params, as_of)
     # Compressed once: the fit, its check, the predictions and the forecast share them.
     rows = rows_of_summary(summary)
 
@@ -145,45 +172,11 @@ def _fit_and_predict(
         spend = _from_params(model_params, GammaGamma.name, GammaGamma)
 
     predictions = _predictions(summary, rows, counts, spend, config, gross_margin, as_of)
-
-    # The holdout: fit before the split, predict the rest.
-    holdout = _empty_holdout()
-    backtest = None
-    split = holdout_split(summary["first_purchase_date"].min(), as_of, config.holdout_days)
-    if split is not None:
-        early = orders.summary(split, unit, holdout_end=as_of)
-        early_rows = rows_of_summary(early)
-        early_counts, early_count_fit = _checked(*count_cls.fit(early_rows), early_rows, config)
-        early_spend, early_spend_fit = GammaGamma.fit(early["frequency"], early["monetary_value"])
-        attempts += [(early_count_fit, "holdout", split), (early_spend_fit, "holdout", split)]
-        if early_counts is not None:
-            length = (as_of - split).days / DAYS_PER_UNIT[unit]
-            holdout = holdout_evaluation(
-                early, early_rows, early_counts, early_spend, length
-            ).with_columns(
-                model=pl.lit(config.model),
-                time_unit=pl.lit(unit),
-                calibration_end=pl.lit(split),
-                holdout_end=pl.lit(as_of),
-            )
-            if early_spend is not None:
-                forecast = monthly_forecast(
-                    early,
-                    early_rows,
-                    orders.monthly_activity(split),
-                    early_counts,
-                    early_spend,
-                    origin=split,
-                    time_unit=unit,
-                    months=FORECAST_MONTHS,
-                )
-                backtest = backtest_errors(forecast, orders.daily_activity(as_of), as_of)
-
     if counts is not None and spend is not None:
         forecast = monthly_forecast(
             summary,
             rows,
-            orders.monthly_activity(as_of),
+            activity,
             counts,
             spend,
             origin=as_of,
@@ -192,23 +185,62 @@ def _fit_and_predict(
         )
     else:
         forecast = _empty_forecast(as_of)
+    backtest = holdout.backtest
     if backtest is None:
         backtest = backtest_errors(forecast.clear(), pl.DataFrame(), as_of)
     forecast = forecast.join(backtest, on="months_ahead", how="left").with_columns(
         model=pl.lit(config.model),
         time_unit=pl.lit(unit),
         forecast_origin=pl.lit(as_of),
-        backtest_origin=pl.lit(split, dtype=pl.Date),
+        backtest_origin=pl.lit(holdout.split, dtype=pl.Date),
     )
     return ClvRun(
         customer_predictions=predictions,
         model_params=model_params.select(list(PARAMS_SCHEMA)),
-        fit_attempts=_attempt_rows(attempts, unit, fitted_at),
-        holdout_eval=holdout,
+        fit_attempts=_attempt_rows([*attempts, *holdout.attempts], unit, fitted_at),
+        holdout_eval=holdout.evaluation,
         forecast_monthly=forecast,
         rejected=rejected,
         kept_previous=kept,
     )
+
+
+def _holdout(orders: OrderHistory, split: date | None, as_of: date, config: ClvConfig) -> _Holdout:
+    """Fits before `split` and predicts the purchases after it, to `as_of`."""
+    if split is None:
+        return _Holdout(split, [], _empty_holdout(), None)
+    unit = config.time_unit
+    count_cls = COUNT_MODELS[config.model]
+    early = orders.summary(split, unit, holdout_end=as_of)
+    early_rows = rows_of_summary(early)
+    early_counts, early_count_fit = _checked(*count_cls.fit(early_rows), early_rows, config)
+    early_spend, early_spend_fit = GammaGamma.fit(early["frequency"], early["monetary_value"])
+    attempts = [(early_count_fit, "holdout", split), (early_spend_fit, "holdout", split)]
+    if early_counts is None:
+        return _Holdout(split, attempts, _empty_holdout(), None)
+    length = (as_of - split).days / DAYS_PER_UNIT[unit]
+    evaluation = holdout_evaluation(
+        early, early_rows, early_counts, early_spend, length
+    ).with_columns(
+        model=pl.lit(config.model),
+        time_unit=pl.lit(unit),
+        calibration_end=pl.lit(split),
+        holdout_end=pl.lit(as_of),
+    )
+    backtest = None
+    if early_spend is not None:
+        forecast = monthly_forecast(
+            early,
+            early_rows,
+            orders.monthly_activity(split),
+            early_counts,
+            early_spend,
+            origin=split,
+            time_unit=unit,
+            months=FORECAST_MONTHS,
+        )
+        backtest = backtest_errors(forecast, orders.daily_activity(as_of), as_of)
+    return _Holdout(split, attempts, evaluation, backtest)
 
 
 def _checked(model, result: FitResult, rows: Rows, config: ClvConfig):

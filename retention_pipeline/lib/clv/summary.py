@@ -96,10 +96,20 @@ class OrderHistory:
         if self.purchase_days_table is not None:
             return f"select * from {self.purchase_days_table} where order_date <= {_date(up_to)}"
         return (
-            "select customer_id, order_date, sum(net_amount) as spend, count(*) as orders "
+            # The orders' own decimal(18,4) and an integer count, not the wider types of a
+            # sum and a count: 32 bytes a row instead of 44 in the temporary table, which at
+            # 100M orders holds 97M rows (a day's spend past 10^14 fails the cast loudly).
+            "select customer_id, order_date, "
+            "cast(sum(net_amount) as decimal(18, 4)) as spend, "
+            "cast(count(*) as integer) as orders "
             f"from {self.relation} where order_date <= {_date(up_to)} "
             "group by customer_id, order_date"
         )
+
+    def first_purchase_date(self, up_to: date) -> date | None:
+        """The first order date up to `up_to`; None without any order."""
+        sql = f"select min(order_date) as first_day from ({self._purchase_days(up_to)}) as days"
+        return read_frame(self.session, sql)["first_day"].item()
 
     def summary(
         self, calibration_end: date, time_unit: str, holdout_end: date | None = None
