@@ -196,12 +196,18 @@ def _profiled(command: list[str], dagster_home: Path) -> Run:
     )
     sampler = threading.Thread(target=_sample_memory, args=(process, samples), daemon=True)
     sampler.start()
-    if process.wait() != 0:
-        raise RuntimeError(f"{' '.join(command)} failed (exit {process.returncode})")
+    exit_code = process.wait()
     seconds = time.perf_counter() - started
     sampler.join()
     steps, dbt_models = _step_profile(dagster_home, samples)
     peak = max((rss for _, rss in samples), default=0) / 2**30
+    if exit_code != 0:
+        # A failed 100M run costs an hour: its profile so far is worth keeping.
+        ended = "; ".join(f"{step} {s:.1f} s, {gib:.2f} GiB" for step, (s, gib) in steps.items())
+        raise RuntimeError(
+            f"{' '.join(command)} failed (exit {exit_code}) after {seconds:.1f} s, peak "
+            f"{peak:.2f} GiB; the steps that ended: {ended or 'none'}"
+        )
     return Run(seconds, peak, steps, dbt_models)
 
 
@@ -222,23 +228,26 @@ def _step_profile(
     dagster_home: Path, samples: list[tuple[float, int]]
 ) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
     """Per step of the home's latest run: (seconds, peak GiB), from the step start and
-    success events; per dbt model: dbt's execution time, from its materialization event."""
+    success (or failure: the step's name then ends in "(failed)") events; per dbt model:
+    dbt's execution time, from its materialization event."""
     instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home)))
-    run = instance.get_runs(limit=1)[0]
-    kinds = {
-        dg.DagsterEventType.STEP_START,
-        dg.DagsterEventType.STEP_SUCCESS,
-        dg.DagsterEventType.ASSET_MATERIALIZATION,
-    }
+    runs = instance.get_runs(limit=1)
+    if not runs:  # the command failed before it started a run
+        instance.dispose()
+        return {}, {}
+    run = runs[0]
+    ends = {dg.DagsterEventType.STEP_SUCCESS: "", dg.DagsterEventType.STEP_FAILURE: " (failed)"}
+    kinds = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.ASSET_MATERIALIZATION, *ends}
     starts, steps, dbt_models = {}, {}, {}
     for entry in instance.all_logs(run.run_id, of_type=kinds):
         kind = entry.dagster_event.event_type
         if kind == dg.DagsterEventType.STEP_START:
             starts[entry.step_key] = entry.timestamp
-        elif kind == dg.DagsterEventType.STEP_SUCCESS:
+        elif kind in ends:
             began = starts[entry.step_key]
             during = [rss for at, rss in samples if began <= at <= entry.timestamp]
-            steps[entry.step_key] = (entry.timestamp - began, max(during, default=0) / 2**30)
+            step = entry.step_key + ends[kind]
+            steps[step] = (entry.timestamp - began, max(during, default=0) / 2**30)
         elif duration := entry.asset_materialization.metadata.get("Execution Duration"):
             dbt_models[entry.asset_materialization.asset_key.to_user_string()] = duration.value
     instance.dispose()
