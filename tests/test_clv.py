@@ -181,6 +181,8 @@ def test_the_clv_run_on_cdnow_splits_at_the_papers_calibration_end(sample_histor
     """As of the last day, the default holdout is the later half: 1997-09-30 onwards."""
     run = run_clv(sample_history, HOLDOUT_END, ClvConfig(), fitted_at=None)
     assert run.fits_accepted
+    # The production fits first, though the holdout's are made first (to spare memory).
+    assert run.fit_attempts["purpose"].to_list() == ["production"] * 2 + ["holdout"] * 2
     holdout = run.fit_attempts.filter(purpose="holdout")
     assert holdout["calibration_end"].unique().to_list() == [CALIBRATION_END]
     for row in holdout.iter_rows(named=True):
@@ -225,6 +227,8 @@ def test_the_summary_of_a_hand_worked_customer():
         summary = history.summary(end, "week", holdout_end=end + timedelta(days=7))
         months = history.monthly_activity(DAY_ONE + timedelta(days=31))
         daily = history.daily_activity(DAY_ONE + timedelta(days=7))
+        first_days = [history.first_purchase_date(DAY_ONE + timedelta(days=d)) for d in (-1, 0, 30)]
+    assert first_days == [None, DAY_ONE, DAY_ONE]
     assert summary.to_dicts() == [
         {
             "customer_id": "a",
