@@ -11,6 +11,7 @@ from retention_pipeline.lib.database import (
     scan_database_rows,
     watermark_since,
 )
+from retention_pipeline.lib.disk import check_free_disk
 from retention_pipeline.lib.extract import scan_source_rows
 from retention_pipeline.lib.quarantine import LoadWindow, newest_update, validate_in_parts
 from retention_pipeline.lib.settings import (
@@ -149,6 +150,7 @@ def raw_orders(context: dg.AssetExecutionContext, config: RawLoadConfig):
     source = pipeline.source.name
     hash_emails = "customer_email" in pipeline.source.columns
     try:
+        check_free_disk(pipeline)
         if pipeline.source.is_database:
             window = LoadWindow(first=None, last=window.last)
             result = _load_database(context, pipeline, window, config, started_at)
