@@ -10,6 +10,8 @@ interleaved so all see the same noise:
   memory of each Dagster step (times from the run's event log, memory sampled from the run's
   process tree) and dbt's time per model;
 - the nightly run: one new day of orders beside the history, then what the schedule runs;
+- the disk of each run: the warehouse file, DuckDB's spill beside it and the published copy,
+  sampled with the memory, against what the run's free-disk check asks (lib/disk.py);
 - the CLV fit (benchmarks/clv.py's) on the summary of the built history.
 
 The fixed overhead (process and dbt start-up, one step per node) is the full build of a tiny
@@ -49,6 +51,7 @@ from benchmarks import clv
 from benchmarks.floor import FloorTimes, compute_floor
 from retention_pipeline.lib.clv.summary import OrderHistory
 from retention_pipeline.lib.config import load_config
+from retention_pipeline.lib.disk import disk_in_use
 from retention_pipeline.lib.generate import GENERATED_COLUMNS, generate_orders, write_orders
 from retention_pipeline.lib.warehouse import DuckDBSession
 
@@ -102,6 +105,9 @@ class Run:
     peak_gib: float
     steps: dict[str, tuple[float, float]]
     dbt_models: dict[str, float]
+    disk_at_start_gb: float  # the installation's files (warehouse, spill, published copy)
+    peak_disk_gb: float
+    disk_at_end_gb: float
 
 
 def _dataset(orders: int) -> Path:
@@ -182,11 +188,24 @@ def _floor_times(data: Path, config: Path) -> FloorTimes:
         return compute_floor(con, data, load_config(config))
 
 
-def _profiled(command: list[str], dagster_home: Path) -> Run:
+def _installation_disk(orders: int) -> int | None:
+    """Bytes of the installation's files: the warehouse file, DuckDB's spill beside it and
+    the published copy (None when a file vanished while it was counted)."""
+    warehouse = WORK / f"warehouse-{orders}.duckdb"
+    paths = (warehouse, warehouse.with_name(warehouse.name + ".tmp"), WORK / f"published-{orders}")
+    try:
+        return sum(disk_in_use(path) for path in paths if path.exists())
+    except FileNotFoundError:
+        return None
+
+
+def _profiled(command: list[str], dagster_home: Path, orders: int) -> Run:
     """Runs `command` (one Dagster run) and profiles it: the resident memory of its process
-    tree (the run process and dbt's) is sampled in a thread, and each sample is attributed
-    to the step running then; steps run one at a time in an in-process run."""
+    tree (the run process and dbt's) and the installation's disk are sampled in a thread,
+    and each memory sample is attributed to the step running then; steps run one at a time
+    in an in-process run."""
     samples: list[tuple[float, int]] = []
+    disk = [_installation_disk(orders) or 0]
     started = time.perf_counter()
     process = subprocess.Popen(
         command,
@@ -194,7 +213,7 @@ def _profiled(command: list[str], dagster_home: Path) -> Run:
         stderr=subprocess.DEVNULL,
         env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
     )
-    sampler = threading.Thread(target=_sample_memory, args=(process, samples), daemon=True)
+    sampler = threading.Thread(target=_sample, args=(process, orders, samples, disk), daemon=True)
     sampler.start()
     exit_code = process.wait()
     seconds = time.perf_counter() - started
@@ -206,14 +225,20 @@ def _profiled(command: list[str], dagster_home: Path) -> Run:
         ended = "; ".join(f"{step} {s:.1f} s, {gib:.2f} GiB" for step, (s, gib) in steps.items())
         raise RuntimeError(
             f"{' '.join(command)} failed (exit {exit_code}) after {seconds:.1f} s, peak "
-            f"{peak:.2f} GiB; the steps that ended: {ended or 'none'}"
+            f"{peak:.2f} GiB, peak disk {max(disk) / 1e9:.1f} GB; the steps that ended: "
+            f"{ended or 'none'}"
         )
-    return Run(seconds, peak, steps, dbt_models)
+    disk.append(_installation_disk(orders) or 0)
+    return Run(seconds, peak, steps, dbt_models, disk[0] / 1e9, max(disk) / 1e9, disk[-1] / 1e9)
 
 
-def _sample_memory(process: subprocess.Popen, samples: list[tuple[float, int]]) -> None:
+def _sample(
+    process: subprocess.Popen, orders: int, samples: list[tuple[float, int]], disk: list[int]
+) -> None:
     root = psutil.Process(process.pid)
     while process.poll() is None:
+        if (used := _installation_disk(orders)) is not None:
+            disk.append(used)
         rss = 0
         try:
             for member in [root, *root.children(recursive=True)]:
@@ -268,7 +293,7 @@ def _full_build(orders: int, config: Path) -> Run:
     (WORK / f"warehouse-{orders}.duckdb").unlink(missing_ok=True)
     shutil.rmtree(WORK / f"published-{orders}", ignore_errors=True)
     command = [str(Path(sys.executable).parent / "retention-pipeline"), "run", "--config"]
-    return _profiled([*command, str(config)], _fresh_home(orders))
+    return _profiled([*command, str(config)], _fresh_home(orders), orders)
 
 
 def _nightly(orders: int, config: Path, data: Path) -> Run:
@@ -276,7 +301,7 @@ def _nightly(orders: int, config: Path, data: Path) -> Run:
     day = _next_day(data)
     try:
         command = [sys.executable, "-c", NIGHTLY_SCRIPT, str(config), day.isoformat()]
-        return _profiled(command, WORK / f"dagster-{orders}")
+        return _profiled(command, WORK / f"dagster-{orders}", orders)
     finally:
         data.with_name("next-day.parquet").unlink()
 
@@ -339,6 +364,25 @@ def _print_size(orders: int, result: dict, fixed: float) -> None:
         f"| {earlier:.2f} ({(build - fixed) / earlier:.1f}x) "
         f"| {night:.1f} | {night / build:.1%} | {peak:.2f} | {result['clv']:.2f} |"
     )
+
+
+def _print_disk(results: dict[int, dict]) -> None:
+    """The installation's disk per size: a night's peak above its start is what the free
+    disk check's estimate (the files at the night's start, as much again) must cover."""
+    print("\nDisk (GB: the warehouse file, DuckDB's spill beside it, the published copy):")
+    print(
+        "| orders | full build: peak | after it | a night: the check asks "
+        "| its peak above its start | after it |\n|---|---|---|---|---|---|"
+    )
+    for orders, result in results.items():
+        builds, nights = result["builds"], result["nights"]
+        print(
+            f"| {orders:,} | {max(run.peak_disk_gb for run in builds):.2f} "
+            f"| {statistics.median(run.disk_at_end_gb for run in builds):.2f} "
+            f"| {statistics.median(run.disk_at_start_gb for run in nights):.2f} "
+            f"| {max(run.peak_disk_gb - run.disk_at_start_gb for run in nights):.2f} "
+            f"| {statistics.median(run.disk_at_end_gb for run in nights):.2f} |"
+        )
 
 
 def _print_profile(orders: int, runs: list[Run], kind: str) -> None:
@@ -453,6 +497,7 @@ def main() -> None:
         # Each size's row as soon as it is measured: a 100M run takes long.
         results[orders] = _measure(orders, args.repeats)
         _print_size(orders, results[orders], fixed)
+    _print_disk(results)
     for orders, result in results.items():
         _print_profile(orders, result["builds"], "full build")
         _print_profile(orders, result["nights"], "nightly run")
