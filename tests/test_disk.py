@@ -79,8 +79,14 @@ def test_a_run_needs_as_much_free_disk_again_as_the_warehouse_and_the_published_
     assert f"not enough free disk for this run at {tmp_path}:" in message
     free, needed = _free(tmp_path), 4096 + published.stat().st_size
     assert f"{free / GB:.1f} GB free, {needed / GB:.1f} GB needed" in message
-    assert "the warehouse file (0.0 GB) and the published copy" in message
+    assert "the warehouse file (0 MB) and the published copy" in message
     assert f"set {MIN_FREE_DISK_ENV} to the free space a run needs" in message
+    assert "spill" not in message
+    spill = tmp_path / "warehouse.duckdb.tmp"
+    (spill / "duckdb_temp_storage_S32K-0.tmp").parent.mkdir()
+    (spill / "duckdb_temp_storage_S32K-0.tmp").write_bytes(b"s" * 2_000_000)
+    with pytest.raises(DiskSpaceError, match=f"holds 2 MB in {spill}: delete it while no run"):
+        check_free_disk(config)
 
 
 def test_the_free_disk_a_run_needs_can_be_set_or_turned_off(tmp_path, monkeypatch):

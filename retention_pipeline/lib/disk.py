@@ -77,18 +77,31 @@ def check_free_disk(config: PipelineConfig) -> None:
         if minimum is None:
             reason = (
                 "as much again as "
-                + " and ".join(f"{what} ({_gigabytes(size)})" for what, size in held.items())
+                + " and ".join(f"{what} ({_in_words(size)})" for what, size in held.items())
                 + " take now: a run writes the tables it rebuilds beside their old versions, "
                 "DuckDB spills beside the file, and a publish writes the new copy beside the last"
             )
         else:
             reason = f"{MIN_FREE_DISK_ENV}={floor}"
         raise DiskSpaceError(
-            f"not enough free disk for this run at {folder}: {_gigabytes(free)} free, "
-            f"{_gigabytes(needed)} needed ({reason}). Free space there, move warehouse.path "
-            f"or warehouse.publish_dir to a larger disk, or set {MIN_FREE_DISK_ENV} to the "
-            "free space a run needs (0 turns this check off)"
+            f"not enough free disk for this run at {folder}: {_in_words(free)} free, "
+            f"{_in_words(needed)} needed ({reason}). Free space there{_spill_left(config)}, "
+            "move warehouse.path or warehouse.publish_dir to a larger disk, or set "
+            f"{MIN_FREE_DISK_ENV} to the free space a run needs (0 turns this check off)"
         )
+
+
+def _spill_left(config: PipelineConfig) -> str:
+    """Where a killed run left DuckDB's spill, which DuckDB removes only at the next run that
+    spills (docs/scaling.md), in words; empty when there is none."""
+    spill = config.warehouse_path.with_name(config.warehouse_path.name + ".tmp")
+    left = disk_in_use(spill) if spill.is_dir() else 0
+    if not left:
+        return ""
+    return (
+        f" (DuckDB's spill of a stopped run holds {_in_words(left)} in {spill}: delete it "
+        "while no run is going)"
+    )
 
 
 def _existing_folder(path: Path) -> Path:
@@ -99,5 +112,5 @@ def _existing_folder(path: Path) -> Path:
     return folder
 
 
-def _gigabytes(size: int) -> str:
-    return f"{size / 1000**3:.1f} GB"
+def _in_words(size: int) -> str:
+    return f"{size / 1000**3:.1f} GB" if size >= 100 * 1000**2 else f"{size / 1000**2:.0f} MB"
