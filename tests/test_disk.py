@@ -81,7 +81,7 @@ def test_a_run_needs_as_much_free_disk_again_as_the_warehouse_and_the_published_
     assert f"{free / GB:.1f} GB free, {needed / GB:.1f} GB needed" in message
     assert "the warehouse file (0 MB) and the published copy" in message
     assert f"set {MIN_FREE_DISK_ENV} to the free space a run needs" in message
-    assert "spill" not in message
+    assert "of a stopped run" not in message
     spill = tmp_path / "warehouse.duckdb.tmp"
     (spill / "duckdb_temp_storage_S32K-0.tmp").parent.mkdir()
     (spill / "duckdb_temp_storage_S32K-0.tmp").write_bytes(b"s" * 2_000_000)
