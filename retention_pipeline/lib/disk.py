@@ -50,10 +50,10 @@ def disk_in_use(path: Path) -> int:
 
 def check_free_disk(config: PipelineConfig) -> None:
     """Raises DiskSpaceError when a disk that the warehouse file or the published copy is on
-    has less free space than the run may need: as much again as they hold now (a 1M-order
-    night grew them by about half of that; a 100M-order night more than the 15 GB that were left
-    beside 54), or RETENTION_MIN_FREE_DISK when it is set (0: no check). PostgreSQL's disk is the
-    server's, not checked here."""
+    has less free space than the run may need: as much again as they hold now (a night's
+    peak took 52-62% of that at 10M and 1M orders; a 100M-order night more than the 15 GB
+    that were left beside 54), or RETENTION_MIN_FREE_DISK when it is set (0: no check).
+    PostgreSQL's disk is the server's, not checked here."""
     if config.warehouse.type != "duckdb":
         return
     floor = os.environ.get(MIN_FREE_DISK_ENV)
