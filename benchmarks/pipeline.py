@@ -53,7 +53,7 @@ from retention_pipeline.lib.clv.summary import OrderHistory
 from retention_pipeline.lib.config import load_config
 from retention_pipeline.lib.disk import disk_in_use
 from retention_pipeline.lib.generate import GENERATED_COLUMNS, generate_orders, write_orders
-from retention_pipeline.lib.warehouse import DuckDBSession
+from retention_pipeline.lib.warehouse import DuckDBSession, spill_folder
 
 # The PostgreSQL database of the extraction benchmark, and its table (made once, kept).
 DB_URL_ENV = "RETENTION_BENCH_POSTGRES_URL"
@@ -192,7 +192,7 @@ def _installation_disk(orders: int) -> int | None:
     """Bytes of the installation's files: the warehouse file, DuckDB's spill beside it and
     the published copy (None when a file vanished while it was counted)."""
     warehouse = WORK / f"warehouse-{orders}.duckdb"
-    paths = (warehouse, warehouse.with_name(warehouse.name + ".tmp"), WORK / f"published-{orders}")
+    paths = (warehouse, spill_folder(warehouse), WORK / f"published-{orders}")
     try:
         return sum(disk_in_use(path) for path in paths if path.exists())
     except FileNotFoundError:

@@ -13,9 +13,9 @@ from pathlib import Path
 from stat import S_ISLNK
 
 from retention_pipeline.lib.config import PipelineConfig
+from retention_pipeline.lib.warehouse import DUCKDB_SIZE, spill_folder
 
 MIN_FREE_DISK_ENV = "RETENTION_MIN_FREE_DISK"
-_UNITS = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
 
 
 class DiskSpaceError(RuntimeError):
@@ -23,14 +23,14 @@ class DiskSpaceError(RuntimeError):
 
 
 def parse_size(text: str, variable: str) -> int:
-    """Bytes of a size written as DuckDB writes them: 6GB (powers of 1000), 512MiB (of
-    1024), or 0."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(?:([KMGT])(i?)B)?", text.strip())
-    if match is None or (match.group(2) is None and float(match.group(1)) != 0):
+    """Bytes of a size written as DuckDB writes them (6GB, 512MiB), or 0."""
+    if re.fullmatch(r"0+(?:\.0+)?", text.strip()):
+        return 0
+    match = re.fullmatch(DUCKDB_SIZE, text.strip())
+    if match is None:
         raise ValueError(f"{variable}={text!r} is not a size such as 6GB or 512MiB (or 0)")
     number, unit, binary = match.groups()
-    scale = 1024 ** (" KMGT".index(unit)) if binary else _UNITS[unit or ""]
-    return int(float(number) * scale)
+    return int(float(number) * (1024 if binary else 1000) ** " KMGT".index(unit))
 
 
 def disk_in_use(path: Path) -> int:
@@ -94,7 +94,7 @@ def check_free_disk(config: PipelineConfig) -> None:
 def _spill_left(config: PipelineConfig) -> str:
     """Where a killed run left DuckDB's spill, which DuckDB removes only at the next run that
     spills (docs/scaling.md), in words; empty when there is none."""
-    spill = config.warehouse_path.with_name(config.warehouse_path.name + ".tmp")
+    spill = spill_folder(config.warehouse_path)
     left = disk_in_use(spill) if spill.is_dir() else 0
     if not left:
         return ""

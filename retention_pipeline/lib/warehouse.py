@@ -122,12 +122,22 @@ class LoadResult:
         return self.rows_read == self.rows_loaded + self.rows_rejected + self.rows_deduplicated
 
 
+# A size as DuckDB writes them: 6GB (powers of 1000) or 512MiB (of 1024).
+DUCKDB_SIZE = r"(\d+(?:\.\d+)?)\s*([KMGT])(i?)B"
+
+
 def memory_limit() -> str:
     """DuckDB's memory bound, past which it spills to disk; the same as dbt's profile."""
     limit = os.environ.get(DUCKDB_MEMORY_LIMIT_ENV, "6GB")
-    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", limit):
+    if not re.fullmatch(DUCKDB_SIZE, limit):
         raise ValueError(f"{DUCKDB_MEMORY_LIMIT_ENV}={limit!r} is not a size such as 6GB or 512MiB")
     return limit
+
+
+def spill_folder(path: Path) -> Path:
+    """Where DuckDB spills past its memory bound for the database file `path` (its default
+    temp_directory)."""
+    return path.with_name(path.name + ".tmp")
 
 
 @contextmanager
